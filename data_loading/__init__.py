@@ -1,0 +1,1 @@
+"""Feature corpora, memory-mapped crops, episodic sampling and safe file writing."""

@@ -1,0 +1,131 @@
+"""Episodic sampling: ``n_way`` speakers, ``n_shot`` support and ``n_query`` query utterances each.
+
+Crops are ordered shot-major (every class's first sample, then every class's second, ...). Support
+crops are ``crop_frames`` long; with ``variable_query`` one query length per episode is drawn uniformly
+from [100, 200). Every episode is a pure function of ``(seed, epoch, episode_index)``, so seeded runs,
+resumed runs and every rank of a distributed run see the same episodes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_loading.corpus import FeatureCorpus, random_start
+from data_loading.files import UserInputError
+from feat_extract.feature_extraction import N_MELS
+
+CROP_FRAMES = 200
+QUERY_FRAMES_RANGE = (100, 200)
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    n_way: int
+    n_shot: int = 1
+    n_query: int = 0
+    variable_query: bool = False
+    crop_frames: int = CROP_FRAMES
+
+    @property
+    def samples_per_class(self) -> int:
+        return self.n_shot + self.n_query
+
+
+@dataclass
+class EpisodePlan:
+    """Which crops make one episode: utterance indices, starts, support / query lengths, labels."""
+    utterances: np.ndarray    # (n_way * (n_shot + n_query),) shot-major
+    starts: np.ndarray
+    support_frames: int
+    query_frames: int
+    label_g: np.ndarray       # global speaker labels, support then query, shot-major
+    n_way: int
+    n_shot: int
+
+    @property
+    def n_support(self) -> int:
+        return self.n_way * self.n_shot
+
+
+def eligible_speakers(corpus: FeatureCorpus, samples_per_class: int) -> np.ndarray:
+    return np.array([label for label, utts in enumerate(corpus.by_speaker)
+                     if len(utts) >= samples_per_class], dtype=np.int64)
+
+
+def check_episode_config(corpus: FeatureCorpus, config: EpisodeConfig) -> np.ndarray:
+    """Labels of speakers with enough utterances; a clear error if fewer than ``n_way`` of them."""
+    speakers = eligible_speakers(corpus, config.samples_per_class)
+    if len(speakers) < config.n_way:
+        raise UserInputError(
+            f"an episode needs {config.n_way} speakers with at least {config.samples_per_class} "
+            f"utterances (n_shot + n_query), but the corpus has {len(speakers)} such speakers "
+            f"out of {corpus.n_speakers}")
+    return speakers
+
+
+def plan_episode(corpus: FeatureCorpus, config: EpisodeConfig, rng: np.random.Generator,
+                 speakers: np.ndarray = None) -> EpisodePlan:
+    if speakers is None:
+        speakers = check_episode_config(corpus, config)
+    classes = rng.choice(speakers, size=config.n_way, replace=False)
+    per_class = [rng.choice(corpus.by_speaker[label], size=config.samples_per_class, replace=False)
+                 for label in classes]
+    utterances = np.array(per_class, dtype=np.int64).T.reshape(-1)  # shot-major
+    query_frames = config.crop_frames
+    if config.variable_query and config.n_query > 0:
+        query_frames = int(rng.integers(*QUERY_FRAMES_RANGE))
+    n_support = config.n_way * config.n_shot
+    lengths = np.where(np.arange(len(utterances)) < n_support, config.crop_frames, query_frames)
+    starts = np.array([random_start(rng, corpus.utterances[utt].n_frames, length)
+                       for utt, length in zip(utterances, lengths)], dtype=np.int64)
+    label_g = np.tile(classes, config.samples_per_class).astype(np.int64)
+    return EpisodePlan(utterances, starts, config.crop_frames, query_frames, label_g,
+                       config.n_way, config.n_shot)
+
+
+def episode_rng(seed: int, epoch: int, episode: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, episode])
+
+
+def crops_tensor(corpus: FeatureCorpus, utterances, starts, length: int) -> torch.Tensor:
+    """(n, 1, 40, length) float32 crops, each with its mean over time subtracted."""
+    if len(utterances) == 0:
+        return torch.zeros(0, 1, N_MELS, length)
+    crops = np.stack([corpus.read_crop(utt, start, length) for utt, start in zip(utterances, starts)])
+    crops -= crops.mean(axis=1, keepdims=True)
+    return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 2, 1)[:, None]))
+
+
+class EpisodeDataset(torch.utils.data.Dataset):
+    """Item ``i`` is episode ``i`` of the current epoch: support, query and labels as tensors."""
+
+    def __init__(self, corpus: FeatureCorpus, config: EpisodeConfig, n_episodes: int, seed: int):
+        self.corpus = corpus
+        self.config = config
+        self.n_episodes = n_episodes
+        self.seed = seed
+        self.epoch = 0
+        self.speakers = check_episode_config(corpus, config)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def plan(self, index: int) -> EpisodePlan:
+        rng = episode_rng(self.seed, self.epoch, index)
+        return plan_episode(self.corpus, self.config, rng, self.speakers)
+
+    def __getitem__(self, index: int) -> dict:
+        plan = self.plan(index)
+        n_support = plan.n_support
+        support = crops_tensor(self.corpus, plan.utterances[:n_support], plan.starts[:n_support],
+                               plan.support_frames)
+        query = crops_tensor(self.corpus, plan.utterances[n_support:], plan.starts[n_support:],
+                             plan.query_frames)
+        n_query = len(plan.utterances) - n_support
+        label_e = np.tile(np.arange(plan.n_way), n_query // plan.n_way if plan.n_way else 0)
+        return {"support": support, "query": query,
+                "label_g": torch.from_numpy(plan.label_g),
+                "label_e": torch.from_numpy(label_e.astype(np.int64))}

@@ -1,0 +1,1 @@
+"""Shared evaluation code: embedding, trial lists, scoring and metrics for the three evaluation scripts."""

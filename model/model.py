@@ -1,0 +1,33 @@
+"""The paper's speaker encoder: ``background_resnet`` = ResNet trunk + ReLU + bias-free projection.
+
+``state_dict`` keys are those of the authors' published checkpoint: ``pretrained.*`` (trunk),
+``fc1`` (256x256 projection) and ``weight`` (num_classes x 256 class weights used by the losses).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.resnet import BLOCKS_PER_STAGE, ResNet
+
+EMBEDDING_SIZE = 256
+
+
+class background_resnet(nn.Module):  # noqa: N801 - the name users know from the paper's code
+    def __init__(self, num_classes: int, backbone: str = "resnet34", channels: int = 32):
+        super().__init__()
+        if backbone not in BLOCKS_PER_STAGE:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BLOCKS_PER_STAGE)}")
+        self.backbone = backbone
+        self.channels = channels
+        self.num_classes = num_classes
+        self.pretrained = ResNet(BLOCKS_PER_STAGE[backbone], channels)
+        width = self.pretrained.embedding_size
+        self.fc1 = nn.Parameter(torch.empty(EMBEDDING_SIZE, width))
+        self.weight = nn.Parameter(torch.empty(num_classes, EMBEDDING_SIZE))
+        nn.init.kaiming_uniform_(self.fc1, a=5 ** 0.5)
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, 40, frames) log-mel crops -> (batch, 256) speaker embeddings."""
+        pooled = self.pretrained(x)
+        return F.linear(F.relu(pooled), self.fc1)

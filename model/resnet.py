@@ -1,0 +1,67 @@
+"""ResNet trunk of the paper's speaker encoder (BasicBlocks, no max-pool, stride-1 7x7 stem).
+
+Module names match the authors' checkpoint (``pretrained.conv1``, ``pretrained.layer1.0.bn1`` ...),
+so a published ``state_dict`` loads with ``strict=True``.
+"""
+import torch
+import torch.nn as nn
+
+BLOCKS_PER_STAGE = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """Four stages of BasicBlocks with ``channels``, 2x, 4x, 8x feature maps, then mean pooling + BN."""
+
+    def __init__(self, blocks_per_stage, channels: int = 32):
+        super().__init__()
+        widths = [channels, 2 * channels, 4 * channels, 8 * channels]
+        self.embedding_size = widths[-1]
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=7, stride=1, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        in_planes = channels
+        for index, (width, n_blocks) in enumerate(zip(widths, blocks_per_stage)):
+            stride = 1 if index == 0 else 2
+            blocks = [BasicBlock(in_planes, width, stride)]
+            blocks += [BasicBlock(width, width) for _ in range(n_blocks - 1)]
+            setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+            in_planes = width
+        self.avg_bn = nn.BatchNorm1d(widths[-1])
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, n_mels, frames) -> pooled, batch-normalised (batch, 8 * channels)."""
+        pooled = self.feature_maps(x).mean(dim=(2, 3))
+        return self.avg_bn(pooled)

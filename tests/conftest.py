@@ -1,0 +1,39 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REFERENCE = Path(os.environ.get("META_SR_REFERENCE", ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    assert (REFERENCE / "README.md").is_file(), (
+        f"reference outputs not found at {REFERENCE}; set META_SR_REFERENCE to the folder")
+    return REFERENCE
+
+
+def write_random_features(root, n_speakers=6, n_utterances=5, frames=(150, 400), seed=0,
+                          dtype="float32"):
+    """A tiny ``<speaker>/<session>/<utt>.npy`` feature corpus; each file's first frame-row encodes
+    (speaker, utterance) so tests can tell which utterance a crop came from."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for s in range(n_speakers):
+        for u in range(n_utterances):
+            n_frames = int(rng.integers(*frames)) if isinstance(frames, tuple) else int(frames)
+            features = rng.standard_normal((n_frames, 40)).astype(dtype)
+            path = root / f"id{s:05d}" / f"session{u % 2}" / f"{u:05d}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, features)
+    return root
+
+
+@pytest.fixture
+def feature_corpus(tmp_path):
+    return write_random_features(tmp_path / "feat")

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from data_loading.corpus import FeatureCorpus, read_crop
+from data_loading.episodes import EpisodeConfig, EpisodeDataset, episode_rng, plan_episode
+from data_loading.files import UserInputError
+from tests.conftest import write_random_features
+
+
+def test_corpus_lists_speakers_and_frame_counts(feature_corpus):
+    corpus = FeatureCorpus(feature_corpus)
+    assert corpus.n_speakers == 6 and len(corpus) == 30
+    assert corpus.speakers == sorted(corpus.speakers)
+    first = corpus.utterances[0]
+    assert first.n_frames == np.load(first.path).shape[0]
+    assert first.key == "id00000/session0/00000"
+
+
+def test_episode_is_shot_major_with_distinct_utterances(feature_corpus):
+    corpus = FeatureCorpus(feature_corpus)
+    config = EpisodeConfig(n_way=4, n_shot=2, n_query=3, variable_query=True)
+    plan = plan_episode(corpus, config, episode_rng(1, 0, 0))
+    labels = plan.label_g.reshape(5, 4)        # (samples per class, n_way)
+    assert (labels == labels[0]).all() and len(set(labels[0])) == 4
+    for column in range(4):
+        utts = plan.utterances.reshape(5, 4)[:, column]
+        assert len(set(utts)) == 5
+        assert {corpus.label(u) for u in utts} == {labels[0, column]}
+    assert plan.support_frames == 200 and 100 <= plan.query_frames < 200
+
+
+def test_dataset_tensors_and_reproducibility(feature_corpus):
+    corpus = FeatureCorpus(feature_corpus)
+    config = EpisodeConfig(n_way=3, n_shot=1, n_query=2, variable_query=True)
+    dataset = EpisodeDataset(corpus, config, n_episodes=4, seed=7)
+    episode = dataset[2]
+    assert episode["support"].shape == (3, 1, 40, 200)
+    n_frames = episode["query"].shape[-1]
+    assert episode["query"].shape == (6, 1, 40, n_frames) and 100 <= n_frames < 200
+    torch.testing.assert_close(episode["support"].mean(dim=-1), torch.zeros(3, 1, 40), atol=1e-5, rtol=0)
+    assert episode["label_e"].tolist() == [0, 1, 2, 0, 1, 2]
+    again = EpisodeDataset(corpus, config, n_episodes=4, seed=7)[2]
+    for key in episode:
+        assert torch.equal(episode[key], again[key])
+    assert not torch.equal(dataset[3]["support"], episode["support"])
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[2]["support"], episode["support"])
+
+
+def test_crop_reads_the_right_frames_and_tiles_short_utterances(tmp_path):
+    features = np.arange(50 * 40, dtype=np.float32).reshape(50, 40)
+    np.save(tmp_path / "u.npy", features)
+    np.testing.assert_array_equal(read_crop(tmp_path / "u.npy", 10, 20), features[10:30])
+    tiled = read_crop(tmp_path / "u.npy", 0, 120)
+    np.testing.assert_array_equal(tiled, np.concatenate([features, features, features[:20]]))
+
+
+def test_softmax_batches_have_no_query(feature_corpus):
+    corpus = FeatureCorpus(feature_corpus)
+    episode = EpisodeDataset(corpus, EpisodeConfig(n_way=6), n_episodes=1, seed=0)[0]
+    assert episode["support"].shape == (6, 1, 40, 200) and episode["query"].shape[0] == 0
+    assert sorted(episode["label_g"].tolist()) == list(range(6))
+
+
+def test_too_few_speakers_is_a_clear_error(tmp_path):
+    corpus = FeatureCorpus(write_random_features(tmp_path, n_speakers=3, n_utterances=2))
+    with pytest.raises(UserInputError, match="needs 4 speakers with at least 3 utterances"):
+        EpisodeDataset(corpus, EpisodeConfig(n_way=4, n_shot=1, n_query=2), 1, 0)
+    with pytest.raises(UserInputError, match="but the corpus has 0 such speakers"):
+        EpisodeDataset(corpus, EpisodeConfig(n_way=2, n_shot=1, n_query=2), 1, 0)

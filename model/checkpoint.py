@@ -1,0 +1,77 @@
+"""Checkpoints: ``saved_model/baseline_{n_folder:03d}/checkpoint_{epoch:03d}.pth``.
+
+A checkpoint is a dict with at least ``{'epoch', 'state_dict', 'optimizer'}`` as the paper's code
+writes it (the authors' published file has exactly these); this project adds more keys (resolved
+config, scheduler and RNG states). Files are read with ``weights_only=True`` and the encoder's shape
+(classes, width, depth) is read from the weights themselves, so any of them loads without options.
+"""
+import re
+from pathlib import Path
+
+import torch
+
+import configure
+from data_loading.files import UserInputError, torch_load, torch_save
+from model.model import background_resnet
+from model.resnet import BLOCKS_PER_STAGE
+
+
+def encoder_shape(state_dict) -> dict:
+    """``num_classes``, ``channels`` and ``backbone`` of a ``background_resnet`` state_dict."""
+    missing = [k for k in ("weight", "fc1", "pretrained.conv1.weight") if k not in state_dict]
+    if missing:
+        raise UserInputError(f"not a background_resnet state_dict: missing {', '.join(missing)}")
+    blocks = [len({key.split(".")[2] for key in state_dict if key.startswith(f"pretrained.layer{i}.")})
+              for i in range(1, 5)]
+    backbone = next((name for name, layout in BLOCKS_PER_STAGE.items() if layout == blocks), None)
+    if backbone is None:
+        raise UserInputError(f"unknown ResNet layout {blocks} in state_dict")
+    return {"num_classes": int(state_dict["weight"].shape[0]),
+            "channels": int(state_dict["pretrained.conv1.weight"].shape[0]),
+            "backbone": backbone}
+
+
+def model_from_state_dict(state_dict) -> background_resnet:
+    model = background_resnet(**encoder_shape(state_dict))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint dict with ``state_dict``; a bare state_dict file is wrapped as ``{'state_dict': ...}``."""
+    checkpoint = torch_load(path)
+    if not isinstance(checkpoint, dict):
+        raise UserInputError(f"{path}: expected a dict checkpoint, found {type(checkpoint).__name__}")
+    if "state_dict" not in checkpoint:
+        checkpoint = {"state_dict": checkpoint}
+    return checkpoint
+
+
+def load_encoder(path, device="cpu"):
+    """(model in eval mode on ``device``, checkpoint dict) from a checkpoint file."""
+    checkpoint = load_checkpoint(path)
+    model = model_from_state_dict(checkpoint["state_dict"]).to(device).eval()
+    return model, checkpoint
+
+
+def available_checkpoints(folder) -> list:
+    numbers = [re.fullmatch(r"checkpoint_(\d+)\.pth", p.name) for p in Path(folder).glob("checkpoint_*.pth")]
+    return sorted(int(m.group(1)) for m in numbers if m)
+
+
+def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None) -> Path:
+    """The file for ``--checkpoint`` or ``--n_folder/--cp_num``; a clear error listing what exists."""
+    if checkpoint:
+        return Path(checkpoint)
+    path = configure.checkpoint_path(n_folder, cp_num)
+    if not path.is_file():
+        existing = available_checkpoints(path.parent)
+        listed = ", ".join(map(str, existing)) if existing else "none"
+        raise UserInputError(f"no checkpoint {path} (--cp_num {cp_num}); checkpoints in "
+                             f"{path.parent}: {listed}")
+    return path
+
+
+def save_checkpoint(path, **fields) -> None:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    torch_save(path, fields)

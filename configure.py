@@ -6,6 +6,7 @@ Data layout under ``save_path`` (as the paper's code lays it out):
     voxceleb2/dev/wav/... (converted from aac)    voxceleb2/dev/feat/train_logfbank_nfilt40/...
 """
 import os
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -42,3 +43,63 @@ def model_dir(n_folder: int) -> Path:
 
 def checkpoint_path(n_folder: int, epoch: int) -> Path:
     return model_dir(n_folder) / f"checkpoint_{epoch:03d}.pth"
+
+
+# ---------------------------------------------------------------- command-line helpers shared by scripts
+def str2bool(value) -> bool:
+    """True/False/yes/no/1/0 (any case), as the paper's scripts accept them."""
+    import argparse
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "t", "yes", "y", "1"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False/yes/no/1/0), got {value!r}")
+
+
+def add_common_arguments(parser) -> None:
+    """--save_path, --use_cuda, --gpu, --seed: the flags every script shares."""
+    parser.add_argument("--save_path", type=str, default=None,
+                        help=f"data root (default {save_path}, or $META_SR_SAVE_PATH)")
+    parser.add_argument("--use_cuda", type=str2bool, default=None,
+                        help="run on the GPU (default: True when one is present)")
+    parser.add_argument("--gpu", type=int, default=0, help="GPU index")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (runs are reproducible)")
+
+
+def apply_common_arguments(args):
+    """Resolve --save_path (module-wide) and --use_cuda/--gpu into ``args.device``; seed everything."""
+    import random
+
+    import numpy as np
+    import torch
+    global save_path
+    if args.save_path is not None:
+        save_path = args.save_path
+    args.save_path = save_path
+    cuda_available = torch.cuda.is_available()
+    if args.use_cuda is None:
+        args.use_cuda = cuda_available
+    if args.use_cuda and not cuda_available:
+        print("warning: --use_cuda True but no GPU is available; running on CPU", file=sys.stderr)
+        args.use_cuda = False
+    args.device = torch.device(f"cuda:{args.gpu}" if args.use_cuda else "cpu")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    return args
+
+
+def run_main(main) -> None:
+    """Run an entry point; bad input (UserInputError) becomes one ``error: ...`` line and exit code 2."""
+    from data_loading.files import UserInputError
+    try:
+        main()
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

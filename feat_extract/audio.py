@@ -1,17 +1,36 @@
 """Reading audio for feature extraction: any format soundfile reads, converted to 16 kHz mono.
 
 ``read_audio`` returns samples on the int16 scale (float64) plus human-readable notes on any
-conversion it made (resampling, down-mixing), so callers can warn instead of silently mis-featuring.
+conversion it made (resampling, down-mixing, decoding with ffmpeg), so callers can warn instead of
+silently mis-featuring. Audio that would give meaningless features is refused with a
+``UserInputError`` naming the file and the reason:
+
+| input                                   | what happens                                   |
+| --------------------------------------- | ---------------------------------------------- |
+| empty file, corrupt header, not audio   | refused ("cannot read audio ...")              |
+| any sample rate other than 16 kHz       | resampled with scipy ``resample_poly`` + note  |
+| 2+ channels                             | averaged to mono + note                        |
+| float wav                               | read as is ([-1, 1] scaled to int16 range)     |
+| NaN / inf samples                       | refused                                        |
+| all-zero (digitally silent) audio       | refused                                        |
+| shorter than one 25 ms frame (400 smp.) | refused                                        |
+| .m4a/.aac/.mp3/.mp4/.opus/.webm         | decoded by ffmpeg (argument list) + note       |
 """
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from math import gcd
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
 from data_loading.files import UserInputError
-from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE
+from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, WIN_LENGTH
+
+FFMPEG_SUFFIXES = {".m4a", ".aac", ".mp3", ".mp4", ".opus", ".webm"}
+SILENCE_PEAK = 1.0     # below one int16 step: digital silence
 
 
 @dataclass
@@ -22,16 +41,62 @@ class Audio:
 
 
 def read_audio(path, target_rate: int = SAMPLE_RATE) -> Audio:
+    """Any readable audio file -> ``Audio`` at ``target_rate``, mono, int16 scale; bad audio refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: audio file not found")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path}: empty file (0 bytes)")
+    if path.suffix.lower() in FFMPEG_SUFFIXES and shutil.which("ffmpeg"):
+        samples, rate, notes = decode_with_ffmpeg(path, target_rate), target_rate, [
+            f"decoded {path.suffix.lower()} with ffmpeg"]
+    else:
+        samples, rate, notes = read_with_soundfile(path)
+    samples, notes = to_target_rate(samples, rate, target_rate, notes)
+    validate_samples(path, samples, target_rate)
+    return Audio(samples, target_rate, notes)
+
+
+def read_with_soundfile(path: Path):
+    """(mono int16-scale samples, rate, notes) through soundfile."""
     try:
         data, rate = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as error:
-        raise UserInputError(f"{path}: cannot read audio ({error})") from None
+        hint = " (install ffmpeg to read this format)" if path.suffix.lower() in FFMPEG_SUFFIXES else ""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(f"{path}: cannot read audio ({reason}){hint}") from None
     notes = []
     if data.shape[1] > 1:
         notes.append(f"mixed {data.shape[1]} channels to mono")
-    samples = data.mean(axis=1) * INT16_SCALE
-    if rate != target_rate:
-        divisor = gcd(rate, target_rate)
-        samples = resample_poly(samples, target_rate // divisor, rate // divisor)
-        notes.append(f"resampled {rate} Hz to {target_rate} Hz")
-    return Audio(samples, target_rate, notes)
+    return data.mean(axis=1) * INT16_SCALE, rate, notes
+
+
+def decode_with_ffmpeg(path: Path, target_rate: int) -> np.ndarray:
+    """Decode any format ffmpeg reads to mono int16 at ``target_rate`` through a pipe (no shell)."""
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-f", "s16le",
+               "-ac", "1", "-ar", str(target_rate), "-"]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        reason = result.stderr.decode(errors="replace").strip().splitlines()
+        raise UserInputError(f"{path}: ffmpeg cannot decode it ({reason[-1] if reason else 'no output'})")
+    return np.frombuffer(result.stdout, dtype="<i2").astype(np.float64)
+
+
+def to_target_rate(samples: np.ndarray, rate: int, target_rate: int, notes: list):
+    if rate == target_rate:
+        return samples, notes
+    divisor = gcd(rate, target_rate)
+    resampled = resample_poly(samples, target_rate // divisor, rate // divisor)
+    return resampled, notes + [f"resampled {rate} Hz to {target_rate} Hz"]
+
+
+def validate_samples(path: Path, samples: np.ndarray, rate: int) -> None:
+    """Refuse audio whose features would be meaningless: non-finite, silent, or shorter than a frame."""
+    frame = int(round(WIN_LENGTH * rate))
+    if not np.all(np.isfinite(samples)):
+        raise UserInputError(f"{path}: audio contains NaN or infinite samples")
+    if samples.size < frame:
+        raise UserInputError(f"{path}: too short ({samples.size} samples at {rate} Hz = "
+                             f"{1000 * samples.size / rate:.1f} ms; one 25 ms frame needs {frame})")
+    if np.max(np.abs(samples)) < SILENCE_PEAK:
+        raise UserInputError(f"{path}: silent audio (all samples are zero)")

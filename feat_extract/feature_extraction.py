@@ -35,3 +35,261 @@ def log_mel_fbank(signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     log_energies = 20 * np.log10(np.maximum(energies, LOG_FLOOR))
     log_energies -= log_energies.mean(axis=0)
     return log_energies.astype(np.float32)
+
+
+# ------------------------------------------------------------------ corpus-wide extraction (a command)
+# Every wav under the wav folders of configure.SPLITS (or listed by a Kaldi wav.scp + utt2spk) becomes
+# a mirrored ``.npy`` in the feature folder. Parallel, resumable (complete outputs are skipped),
+# atomic (temp file + rename), bad files listed in ``<feature folder>/extraction_report.txt``.
+import os  # noqa: E402  (kept below the faithful core on purpose)
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+FEAT_DTYPES = ("float32", "float16")
+REPORT_NAME = "extraction_report.txt"
+
+
+@dataclass
+class ExtractionSummary:
+    extracted: int = 0
+    skipped: int = 0                                  # complete outputs already present
+    failed: list = field(default_factory=list)        # (audio path, reason)
+    converted: list = field(default_factory=list)     # (audio path, "; ".join(notes))
+    reports: list = field(default_factory=list)       # report files written
+
+    def merge(self, other: "ExtractionSummary") -> None:
+        self.extracted += other.extracted
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.converted += other.converted
+        self.reports += other.reports
+
+
+def wav_tree_jobs(wav_root, feat_root) -> list:
+    """(audio, npy) pairs mirroring ``wav_root/<spk>/<session>/<utt>.wav`` under ``feat_root``."""
+    wav_root, feat_root = Path(wav_root), Path(feat_root)
+    audio = sorted(p for p in wav_root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return [(str(p), str((feat_root / p.relative_to(wav_root)).with_suffix(".npy"))) for p in audio]
+
+
+def read_kaldi_table(path) -> dict:
+    """``key value`` lines of a Kaldi table (wav.scp, utt2spk) -> dict; CRLF and blank lines tolerated."""
+    from data_loading.files import UserInputError
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: file not found")
+    table = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise UserInputError(f"{path}:{number}: expected '<key> <value>', got {line.strip()!r}")
+        if parts[0] in table:
+            raise UserInputError(f"{path}:{number}: duplicate key {parts[0]!r}")
+        table[parts[0]] = parts[1].strip()
+    return table
+
+
+def safe_name(name: str, where: str) -> str:
+    from data_loading.files import UserInputError
+    if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+        raise UserInputError(f"{where}: {name!r} cannot be used as a file or folder name")
+    return name
+
+
+def kaldi_jobs(wav_scp, utt2spk, feat_root) -> list:
+    """(audio, npy) pairs from a Kaldi ``wav.scp`` + ``utt2spk``: ``feat_root/<spk>/kaldi/<utt>.npy``.
+
+    Piped entries (``cmd |``) are refused: running commands from a list file is not safe."""
+    from data_loading.files import UserInputError
+    wavs, speakers = read_kaldi_table(wav_scp), read_kaldi_table(utt2spk)
+    missing = sorted(set(wavs) - set(speakers))
+    if missing:
+        raise UserInputError(f"{utt2spk}: no speaker for {len(missing)} utterance(s) of {wav_scp}, "
+                             f"e.g. {', '.join(missing[:5])}")
+    jobs = []
+    base = Path(wav_scp).resolve().parent
+    for utt, location in sorted(wavs.items()):
+        if location.endswith("|"):
+            raise UserInputError(f"{wav_scp}: utterance {utt!r} is a piped command ({location!r}); "
+                                 "only file paths are supported (commands are never run)")
+        audio = Path(location) if Path(location).is_absolute() else base / location
+        speaker = safe_name(speakers[utt], f"{utt2spk} ({utt})")
+        npy = Path(feat_root) / speaker / "kaldi" / f"{safe_name(utt, str(wav_scp))}.npy"
+        jobs.append((str(audio), str(npy)))
+    return jobs
+
+
+def is_complete_feature(path) -> bool:
+    """True when ``path`` is a whole (frames, 40) .npy: header readable and file size matching it."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+        expected = data_start + int(np.prod(shape)) * dtype.itemsize
+        return len(shape) == 2 and shape[1] == N_MELS and os.path.getsize(path) == expected
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def extract_file(job):
+    """Worker: (audio, npy, dtype) -> (audio, status, detail); status is ok/skipped/failed."""
+    from data_loading.files import UserInputError, save_npy
+    from feat_extract.audio import read_audio
+    audio_path, npy_path, dtype = job
+    if is_complete_feature(npy_path):
+        return audio_path, "skipped", ""
+    try:
+        audio = read_audio(audio_path)
+        features = log_mel_fbank(audio.samples, audio.sample_rate).astype(dtype)
+        if not np.all(np.isfinite(features)):
+            raise UserInputError(f"{audio_path}: features are not finite after conversion to {dtype}")
+    except UserInputError as error:
+        return audio_path, "failed", str(error)
+    save_npy(npy_path, features)
+    return audio_path, "ok", "; ".join(audio.notes)
+
+
+def remove_stale_temporaries(feat_root) -> int:
+    """Delete temp files a killed run left (``.<name>.*.tmp.npy``, see files.atomic_path)."""
+    stale = list(Path(feat_root).rglob(".*.tmp.npy")) if Path(feat_root).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def run_jobs(jobs, dtype, workers, strict, desc) -> ExtractionSummary:
+    """Extract ``jobs`` over a process pool with a progress bar; ``strict`` stops at the first bad file."""
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    from data_loading.files import UserInputError
+    summary = ExtractionSummary()
+    tasks = [(audio, npy, dtype) for audio, npy in jobs]
+    chunksize = max(1, min(64, len(tasks) // (max(workers, 1) * 16)))
+    pool = Pool(workers) if workers > 1 else None
+    results = pool.imap_unordered(extract_file, tasks, chunksize) if pool else map(extract_file, tasks)
+    try:
+        for audio_path, status, detail in tqdm(results, total=len(tasks), desc=desc, unit="file"):
+            if status == "failed":
+                summary.failed.append((audio_path, detail))
+                if strict:
+                    raise UserInputError(f"{detail} (stopped by --strict)")
+            else:
+                summary.extracted += status == "ok"
+                summary.skipped += status == "skipped"
+                if detail:
+                    summary.converted.append((audio_path, detail))
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+    return summary
+
+
+def write_report(feat_root, summary: ExtractionSummary) -> Path:
+    from data_loading.files import write_text
+    lines = [f"# feature extraction: {summary.extracted} extracted, {summary.skipped} already done, "
+             f"{len(summary.failed)} bad, {len(summary.converted)} converted",
+             "# status<TAB>audio file<TAB>reason"]
+    lines += [f"bad\t{audio}\t{reason}" for audio, reason in sorted(summary.failed)]
+    lines += [f"converted\t{audio}\t{notes}" for audio, notes in sorted(summary.converted)]
+    report = Path(feat_root) / REPORT_NAME
+    write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def extract_jobs(jobs, feat_root, workers=None, feat_dtype="float32", strict=False,
+                 desc="features") -> ExtractionSummary:
+    """Extract (audio, npy) ``jobs`` into ``feat_root`` and write its report."""
+    from data_loading.files import UserInputError
+    if feat_dtype not in FEAT_DTYPES:
+        raise UserInputError(f"--feat_dtype must be one of {', '.join(FEAT_DTYPES)}, got {feat_dtype!r}")
+    workers = workers or os.cpu_count() or 1
+    remove_stale_temporaries(feat_root)
+    summary = run_jobs(jobs, feat_dtype, workers, strict, desc)
+    summary.reports.append(write_report(feat_root, summary))
+    return summary
+
+
+def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) -> ExtractionSummary:
+    """Extract every split of configure.SPLITS whose wav folder exists under ``save_path``."""
+    import configure
+    from data_loading.files import UserInputError
+    total = ExtractionSummary()
+    found = False
+    for (dataset, split), (wav_folder, feat_folder) in configure.SPLITS.items():
+        wav_root = Path(save_path) / wav_folder
+        if not wav_root.is_dir():
+            continue
+        found = True
+        jobs = wav_tree_jobs(wav_root, Path(save_path) / feat_folder)
+        total.merge(extract_jobs(jobs, Path(save_path) / feat_folder, workers, feat_dtype, strict,
+                                 desc=f"{dataset}/{split}"))
+    if not found:
+        folders = ", ".join(wav for wav, _ in configure.SPLITS.values())
+        raise UserInputError(f"no wav folder under {save_path} (looked for {folders}); "
+                             "run dataprep.py first (or --synthetic for a demo corpus)")
+    return total
+
+
+def print_summary(summary: ExtractionSummary) -> None:
+    import sys
+    print(f"extracted {summary.extracted} files, {summary.skipped} already done, "
+          f"{len(summary.failed)} bad, {len(summary.converted)} converted", file=sys.stderr)
+    if summary.converted:
+        print(f"warning: {len(summary.converted)} file(s) were resampled/down-mixed/decoded "
+              f"(e.g. {summary.converted[0][0]}: {summary.converted[0][1]})", file=sys.stderr)
+    if summary.failed:
+        print(f"warning: {len(summary.failed)} bad file(s) skipped (e.g. {summary.failed[0][1]})",
+              file=sys.stderr)
+    for report in summary.reports:
+        print(f"report: {report}", file=sys.stderr)
+
+
+def parse_args(argv=None):
+    import argparse
+
+    import configure
+    parser = argparse.ArgumentParser(description="Extract 40-d log-mel features for a whole corpus.")
+    parser.add_argument("--save_path", default=None,
+                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--feat_dtype", choices=FEAT_DTYPES, default="float32",
+                        help="stored feature precision (float16 halves the disk space)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop with an error at the first bad audio file instead of reporting it")
+    parser.add_argument("--wav_scp", default=None, help="Kaldi wav.scp (with --utt2spk and --out_dir)")
+    parser.add_argument("--utt2spk", default=None, help="Kaldi utt2spk")
+    parser.add_argument("--out_dir", default=None, help="feature folder for --wav_scp input")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> ExtractionSummary:
+    import configure
+    from data_loading.files import UserInputError
+    args = parse_args(argv)
+    if args.wav_scp or args.utt2spk or args.out_dir:
+        if not (args.wav_scp and args.utt2spk and args.out_dir):
+            raise UserInputError("--wav_scp, --utt2spk and --out_dir go together")
+        jobs = kaldi_jobs(args.wav_scp, args.utt2spk, args.out_dir)
+        summary = extract_jobs(jobs, args.out_dir, args.workers, args.feat_dtype, args.strict, "kaldi")
+    else:
+        summary = extract_corpus(args.save_path or configure.save_path, args.workers,
+                                 args.feat_dtype, args.strict)
+    print_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from configure import run_main
+    from feat_extract.feature_extraction import main as package_main  # workers import it by this name
+    run_main(package_main)

@@ -1,0 +1,173 @@
+"""Use a trained meta-SR encoder on your own recordings: one module, three calls.
+
+    from speaker_api import SpeakerEncoder
+    encoder = SpeakerEncoder.from_checkpoint(n_folder=0, cp_num=100)   # or path="model.pth"
+    a = encoder.embed("enroll.wav")                  # (256,) float32 speaker embedding
+    b = encoder.embed(samples, sample_rate=44100)    # numpy array: float in [-1, 1] or int16
+    encoder.score(a, b)                              # cosine similarity; paths/arrays work too
+
+Audio is converted to what the model was trained on (16 kHz mono) and every conversion is reported
+as a ``ConversionNote`` warning (``note_handler`` redirects them, e.g. to stderr). Features are the
+training recipe (``log_mel_fbank``: 40 log-mel filters, 25 ms / 10 ms, per-utterance mean removed)
+over the whole recording; the embedding is the encoder's 256-d output for it, in eval mode.
+Checkpoints are read weights-only, so a downloaded file cannot run code.
+"""
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_loading.files import UserInputError
+from feat_extract.audio import read_audio, to_target_rate, validate_samples
+from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from model.checkpoint import load_encoder, resolve_checkpoint
+
+
+class ConversionNote(UserWarning):
+    """Audio was converted (resampled, mixed to mono) before feature extraction."""
+
+
+def default_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def array_to_mono_16k(samples, sample_rate, source="array"):
+    """(int16-scale float64 mono samples at 16 kHz, notes) from a user array.
+
+    ``samples``: float in [-1, 1] or integer (int16 scale); 1-d, or 2-d with channels on the shorter
+    axis (soundfile's (frames, channels) or (channels, frames)); ``sample_rate`` is required."""
+    if sample_rate is None:
+        raise UserInputError(f"{source}: sample_rate is required when passing an array of samples")
+    samples = np.asarray(samples)
+    if samples.dtype.kind not in "fiu" or samples.ndim not in (1, 2) or samples.size == 0:
+        raise UserInputError(f"{source}: expected a non-empty 1-d or 2-d numeric array, got "
+                             f"{samples.dtype} {samples.shape}")
+    if samples.dtype.kind == "f":
+        peak = float(np.abs(samples).max())
+        if not np.isfinite(peak):
+            raise UserInputError(f"{source}: samples contain NaN or inf")
+        if peak > 1.5:
+            raise UserInputError(f"{source}: float samples must lie in [-1, 1] (peak {peak:.1f}); "
+                                 f"pass int16 values as an integer array")
+        samples = samples.astype(np.float64) * INT16_SCALE
+    else:
+        samples = samples.astype(np.float64)
+    notes = []
+    if samples.ndim == 2:
+        channel_axis = 1 if samples.shape[1] <= samples.shape[0] else 0
+        notes.append(f"mixed {samples.shape[channel_axis]} channels to mono")
+        samples = samples.mean(axis=channel_axis)
+    # the same scipy resampling (and notes) as feat_extract.audio.read_audio applies to files
+    return to_target_rate(samples, int(sample_rate), SAMPLE_RATE, notes)
+
+
+def load_samples(path_or_array, sample_rate=None):
+    """(int16-scale mono 16 kHz samples, notes, source name) for a path or an array."""
+    if isinstance(path_or_array, (str, Path)):
+        if sample_rate is not None:
+            raise UserInputError(f"{path_or_array}: sample_rate is only for arrays; a file's rate is "
+                                 f"read from the file")
+        audio = read_audio(path_or_array)
+        samples, notes, source = np.asarray(audio.samples, np.float64), list(audio.notes), str(path_or_array)
+    else:
+        samples, notes = array_to_mono_16k(path_or_array, sample_rate)
+        source = "array"
+        validate_samples(source, samples, SAMPLE_RATE)   # too short, silent, NaN: as for files
+    return samples, notes, source
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0:
+        raise UserInputError("cannot score an all-zero embedding")
+    return float(a @ b / norms)
+
+
+class SpeakerEncoder:
+    """A trained ``background_resnet`` in eval mode, with audio -> features -> 256-d embedding."""
+
+    def __init__(self, model, device=None, checkpoint_path=None, epoch=None, note_handler=None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.epoch = epoch
+        self.note_handler = note_handler    # callable(str); default: warnings.warn(ConversionNote)
+
+    @classmethod
+    def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None):
+        """Load ``path`` or ``saved_model/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``."""
+        if path is None and (n_folder is None or cp_num is None):
+            raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
+        path = resolve_checkpoint(n_folder, cp_num, path)
+        device = torch.device(device) if device is not None else default_device()
+        model, checkpoint = load_encoder(path, device=device)
+        return cls(model, device, path, checkpoint.get("epoch"), note_handler)
+
+    def _note(self, source: str, note: str) -> None:
+        message = f"{source}: {note}"
+        if self.note_handler is not None:
+            self.note_handler(message)
+        else:
+            warnings.warn(message, ConversionNote, stacklevel=3)
+
+    def features(self, path_or_array, sample_rate=None) -> np.ndarray:
+        """(frames, 40) float32 log-mel features of a recording (16 kHz mono after conversion)."""
+        samples, notes, source = load_samples(path_or_array, sample_rate)
+        for note in notes:
+            self._note(source, note)
+        return log_mel_fbank(samples)
+
+    @torch.no_grad()
+    def embed_features(self, features: np.ndarray) -> np.ndarray:
+        """(frames, 40) features -> (256,) float32 embedding."""
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != 40 or features.shape[0] == 0:
+            raise UserInputError(f"expected (frames, 40) features, got shape {features.shape}")
+        batch = torch.from_numpy(np.ascontiguousarray(features.T))[None, None].to(self.device)
+        return self.model(batch)[0].float().cpu().numpy()
+
+    def embed(self, path_or_array, sample_rate=None) -> np.ndarray:
+        """(256,) embedding of an audio file (any format ``read_audio`` reads) or a sample array."""
+        return self.embed_features(self.features(path_or_array, sample_rate))
+
+    def as_embedding(self, item) -> np.ndarray:
+        """An embedding as is; a path or a (samples, sample_rate) tuple is embedded first."""
+        if isinstance(item, (str, Path)):
+            return self.embed(item)
+        if isinstance(item, tuple) and len(item) == 2:
+            return self.embed(item[0], sample_rate=item[1])
+        array = np.asarray(item)
+        if array.shape != (self.embedding_size,):
+            raise UserInputError(f"score() takes embeddings of shape ({self.embedding_size},), paths, "
+                                 f"or (samples, sample_rate) tuples; got an array of shape {array.shape}")
+        return array
+
+    def score(self, a, b) -> float:
+        """Cosine similarity of two embeddings (or of two recordings given as paths/tuples)."""
+        return cosine(self.as_embedding(a), self.as_embedding(b))
+
+    @property
+    def embedding_size(self) -> int:
+        return int(self.model.fc1.shape[0])
+
+
+_default_encoder = {}
+
+
+def _encoder(checkpoint=None, n_folder=None, cp_num=None):
+    key = (str(checkpoint), n_folder, cp_num)
+    if key not in _default_encoder:
+        _default_encoder[key] = SpeakerEncoder.from_checkpoint(checkpoint, n_folder, cp_num)
+    return _default_encoder[key]
+
+
+def embed(path_or_array, sample_rate=None, checkpoint=None, n_folder=None, cp_num=None) -> np.ndarray:
+    """One-call embedding; the encoder for the given checkpoint is loaded once and cached."""
+    return _encoder(checkpoint, n_folder, cp_num).embed(path_or_array, sample_rate)
+
+
+def score(a, b, checkpoint=None, n_folder=None, cp_num=None) -> float:
+    """One-call cosine score of two embeddings, paths or (samples, sample_rate) tuples."""
+    return _encoder(checkpoint, n_folder, cp_num).score(a, b)

@@ -1,0 +1,84 @@
+"""Same speaker or not? Score two recordings with a trained encoder and accept/reject.
+
+    python verify.py --n_folder 0 --cp_num 100 enroll.wav test.wav
+    python verify.py --checkpoint saved_model/baseline_000/checkpoint_100.pth enroll.wav test.flac
+    python verify.py --checkpoint my_model.pth --threshold 0.55 enroll.wav test.wav
+
+Prints the cosine score, the threshold and where it came from, and ACCEPT or REJECT. The default
+threshold is the EER threshold EER_full.py saved for the checkpoint (``eer_full_cpXXX.json`` beside
+``checkpoint_XXX.pth``); ``--threshold`` overrides it.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import configure
+from data_loading.files import UserInputError
+
+
+def eer_threshold_file(checkpoint_path) -> Path:
+    """``eer_full_cpXXX.json`` beside ``checkpoint_XXX.pth`` (None for other checkpoint names)."""
+    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(checkpoint_path).name)
+    if match is None:
+        return None
+    return Path(checkpoint_path).parent / f"eer_full_cp{int(match.group(1)):03d}.json"
+
+
+def read_eer_threshold(json_path) -> float:
+    try:
+        saved = json.loads(Path(json_path).read_text())
+        return float(saved["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserInputError(f"{json_path}: cannot read the saved EER threshold "
+                             f"({type(error).__name__}: {error}); rerun EER_full.py or pass "
+                             f"--threshold") from None
+
+
+def resolve_threshold(override, checkpoint_path):
+    """(threshold, where it came from): ``--threshold`` first, else EER_full's saved EER threshold."""
+    if override is not None:
+        return override, "--threshold"
+    json_path = eer_threshold_file(checkpoint_path)
+    if json_path is not None and json_path.is_file():
+        return read_eer_threshold(json_path), f"EER threshold saved by EER_full.py in {json_path}"
+    looked = f" (looked for {json_path})" if json_path is not None else ""
+    raise UserInputError(f"no decision threshold for {checkpoint_path}{looked}: run EER_full.py for "
+                         f"this checkpoint, or pass --threshold")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("enroll", help="enrolment recording (wav, flac, ogg; m4a/mp3 with ffmpeg)")
+    parser.add_argument("test", help="test recording")
+    parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
+    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
+    parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="accept when score >= threshold (default: EER_full.py's EER threshold)")
+    configure.add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
+        parser.error("give --checkpoint PATH, or both --n_folder and --cp_num")
+    return configure.apply_common_arguments(args)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from model.checkpoint import resolve_checkpoint
+    from speaker_api import SpeakerEncoder
+    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    threshold, source = resolve_threshold(args.threshold, checkpoint_path)
+    encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
+                                             note_handler=lambda note: print(f"note: {note}", file=sys.stderr))
+    score = encoder.score(encoder.embed(args.enroll), encoder.embed(args.test))
+    accepted = score >= threshold
+    print(f"score: {score:.6f}")
+    print(f"threshold: {threshold:.6f} ({source})")
+    print(f"decision: {'ACCEPT (same speaker)' if accepted else 'REJECT (different speakers)'}")
+    return score, threshold, accepted
+
+
+if __name__ == "__main__":
+    configure.run_main(main)

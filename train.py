@@ -1,0 +1,51 @@
+"""Train the speaker encoder as the paper does (softmax, or prototypical episodes + global classification).
+
+    python train.py --loss_type prototypical --use_GC True --n_shot 1 --n_query 2 --use_variable True --nb_class_train 100
+    python train.py --loss_type softmax
+    torchrun --nproc_per_node 4 train.py ...            # one episode shared by 4 processes (DDP)
+    python train.py ... --use_checkpoint True --cp_num 7  # resume from epoch 8
+"""
+import argparse
+
+import configure
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    str2bool = configure.str2bool
+    parser.add_argument("--loss_type", choices=("softmax", "prototypical"), default="prototypical")
+    parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
+    parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
+    parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
+    parser.add_argument("--use_variable", type=str2bool, default=True,
+                        help="query length drawn per episode from [100, 200) frames")
+    parser.add_argument("--nb_class_train", type=int, default=None,
+                        help="speakers per episode (default 100; softmax batch default 256)")
+    parser.add_argument("--n_folder", type=int, default=0, help="saved_model/baseline_XXX folder number")
+    parser.add_argument("--data_type", choices=("vox1", "vox2"), default="vox2", help="training data")
+    parser.add_argument("--use_checkpoint", type=str2bool, default=False, help="resume from --cp_num")
+    parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) to resume from")
+    configure.add_common_arguments(parser)
+    parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
+    parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")
+    parser.add_argument("--channels", type=int, default=32, help="encoder width")
+    parser.add_argument("--backbone", choices=("resnet34", "resnet18"), default="resnet34")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")
+    parser.add_argument("--amp", type=configure.str2bool, nargs="?", const=True, default=False,
+                        help="bfloat16 autocast on the GPU")
+    parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
+                        help="BatchNorm statistics over all processes (torchrun)")
+    parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
+    parser.add_argument("--model_dir", type=str, default=None,
+                        help=f"where baseline_XXX folders go (default {configure.SAVED_MODEL_DIR})")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = configure.apply_common_arguments(build_parser().parse_args(argv))
+    import trainer
+    trainer.train(args)
+
+
+if __name__ == "__main__":
+    configure.run_main(main)

@@ -1,0 +1,461 @@
+"""Training loop of the paper (train.py): episodes, SGD + ReduceLROnPlateau, checkpoints, logs, curves.
+
+One epoch = ``n_utterances // ((n_shot + n_query) * nb_class_train)`` episodes (or ``--n_episode``).
+Each step runs support and query through the encoder in two forward passes (train-mode BatchNorm
+statistics per pass, as the original) and back-propagates ``EpisodeObjective``. After every epoch,
+rank 0 writes (atomically) ``checkpoint_{epoch:03d}.pth`` (epoch, state_dict, optimizer, scheduler,
+config, rng, sampler), ``train_log.csv``, ``train_curves.png`` and ``config.json`` into
+``<model_dir>/baseline_{n_folder:03d}/``. Episodes are pure functions of (seed, epoch, index) and every
+random state is restored, so a resumed run repeats an uninterrupted one bit for bit (on CPU).
+"""
+import copy
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import configure
+from data_loading.corpus import FeatureCorpus
+from data_loading.episodes import EpisodeConfig, EpisodeDataset
+from data_loading.files import UserInputError, write_text
+from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
+                         destroy_process_group, gather_shot_major, init_process_group)
+from model.checkpoint import encoder_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
+from model.loss import EpisodeObjective
+from model.model import background_resnet
+
+PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
+SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
+TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
+CONFIG_KEYS = ("loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
+               "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
+               "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr")
+
+
+# ---------------------------------------------------------------- configuration
+def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
+    """The run's settings as a plain JSON-able dict, defaults filled in; bad values -> UserInputError."""
+    config = {key: getattr(args, key, None) for key in CONFIG_KEYS}
+    softmax = config["loss_type"] == "softmax"
+    if config["nb_class_train"] is None:
+        config["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if softmax else PROTOTYPICAL_WAYS
+    if softmax:
+        config["n_query"] = 0  # the softmax baseline classifies the support crops only
+    if config["workers"] is None:
+        config["workers"] = min(4, os.cpu_count() or 1)
+    config["model_dir"] = str(config["model_dir"] or configure.SAVED_MODEL_DIR)
+    config["world_size"] = ctx.world_size
+    check_config(config)
+    return config
+
+
+def check_config(config: dict) -> None:
+    minimum = {"n_shot": 1, "nb_class_train": 1, "max_epoch": 1, "channels": 1, "workers": 0, "n_folder": 0}
+    if config["loss_type"] == "prototypical":
+        minimum.update(n_query=1, nb_class_train=2)
+    for key, low in minimum.items():
+        if config[key] < low:
+            raise UserInputError(f"--{key} must be at least {low} for --loss_type {config['loss_type']}, "
+                                 f"got {config[key]}")
+    if config["n_episode"] is not None and config["n_episode"] < 1:
+        raise UserInputError(f"--n_episode must be at least 1, got {config['n_episode']}")
+    if not config["lr"] > 0:
+        raise UserInputError(f"--lr must be positive, got {config['lr']}")
+    if config["nb_class_train"] < config["world_size"]:
+        raise UserInputError(f"--nb_class_train {config['nb_class_train']} is smaller than the "
+                             f"{config['world_size']} processes sharing each episode")
+
+
+def episode_config(config: dict) -> EpisodeConfig:
+    return EpisodeConfig(n_way=config["nb_class_train"], n_shot=config["n_shot"],
+                         n_query=config["n_query"], variable_query=config["use_variable"])
+
+
+def episodes_per_epoch(n_utterances: int, episode: EpisodeConfig, n_episode=None) -> int:
+    if n_episode:
+        return int(n_episode)
+    per_episode = episode.samples_per_class * episode.n_way
+    if n_utterances < per_episode:
+        raise UserInputError(f"{n_utterances} training utterances are fewer than one episode needs "
+                             f"({per_episode}); use --n_episode or a smaller --nb_class_train")
+    return n_utterances // per_episode
+
+
+def training_device(config: dict, ctx: DistContext) -> torch.device:
+    if not config["use_cuda"]:
+        return torch.device("cpu")
+    index = ctx.local_rank if ctx.enabled else config["gpu"]
+    torch.cuda.set_device(index)
+    torch.backends.cudnn.benchmark = True
+    return torch.device(f"cuda:{index}")
+
+
+# ---------------------------------------------------------------- model, optimiser, one step
+class EpisodeStep(nn.Module):
+    """Encoder + objective in one module (so DDP sees one forward): support and query embedded in two
+    passes, gathered over ranks into the whole shot-major episode, then the losses."""
+
+    def __init__(self, encoder: background_resnet, objective: EpisodeObjective, episode: EpisodeConfig,
+                 ctx: DistContext = DistContext()):
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.episode = episode
+        self.ctx = ctx
+
+    def forward(self, support, query, label_g) -> dict:
+        n_way = self.episode.n_way
+        support_emb = gather_shot_major(self.encoder(support), self.episode.n_shot, n_way, self.ctx)
+        if self.episode.n_query:
+            query_emb = gather_shot_major(self.encoder(query), self.episode.n_query, n_way, self.ctx)
+        else:
+            query_emb = support_emb[:0]
+        return self.objective(support_emb, query_emb, label_g, n_way, self.encoder.weight)
+
+
+def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: DistContext):
+    torch.manual_seed(config["seed"])  # the same initial weights on every rank
+    encoder = background_resnet(num_classes, config["backbone"], config["channels"])
+    if config["sync_bn"] and ctx.enabled:
+        encoder = convert_sync_batchnorm(encoder, device)
+    uses_class_weights = config["loss_type"] == "softmax" or config["use_GC"]
+    encoder.weight.requires_grad_(uses_class_weights)
+    encoder = encoder.to(device)
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder
+
+
+def build_step(encoder, config: dict, ctx: DistContext, device: torch.device) -> nn.Module:
+    objective = EpisodeObjective(config["loss_type"], config["use_GC"])
+    step = EpisodeStep(encoder, objective, episode_config(config), ctx)
+    if ctx.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        step = nn.parallel.DistributedDataParallel(step, device_ids=device_ids)
+    return step
+
+
+def build_optimizer(encoder: nn.Module, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(encoder.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def build_scheduler(optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3,
+                                                      min_lr=1e-5, threshold=1e-4)
+
+
+def forward_backward(step: nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    """Loss parts of one episode (detached), gradients accumulated into the parameters."""
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    support = batch["support"].to(device, non_blocking=True, memory_format=memory_format)
+    query = batch["query"].to(device, non_blocking=True, memory_format=memory_format)
+    label_g = batch["label_g"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        parts = step(support, query, label_g)
+    parts["loss"].backward()
+    return {key: value.detach().float() for key, value in parts.items()}
+
+
+def train_step(step: nn.Module, optimizer, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    optimizer.zero_grad(set_to_none=True)
+    parts = forward_backward(step, batch, device, amp)
+    optimizer.step()
+    return parts
+
+
+# ---------------------------------------------------------------- data
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` so that persistent DataLoader workers always know the epoch."""
+
+    def __init__(self, n_episodes: int):
+        self.n_episodes = n_episodes
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def __iter__(self):
+        return iter([(self.epoch, index) for index in range(self.n_episodes)])
+
+
+class EpochEpisodes(torch.utils.data.Dataset):
+    def __init__(self, episodes: EpisodeDataset):
+        self.episodes = episodes
+
+    def __getitem__(self, key) -> dict:
+        epoch, index = key
+        self.episodes.set_epoch(epoch)
+        return self.episodes[index]
+
+
+def build_loader(corpus, config: dict, n_episodes: int, ctx: DistContext, device: torch.device):
+    episode = episode_config(config)
+    if ctx.enabled:
+        episodes = ShardedEpisodeDataset(corpus, episode, n_episodes, config["seed"], ctx)
+    else:
+        episodes = EpisodeDataset(corpus, episode, n_episodes, config["seed"])
+    sampler = EpochSampler(n_episodes)
+    workers = config["workers"]
+    extra = {"prefetch_factor": 4, "persistent_workers": True} if workers > 0 else {}
+    loader = torch.utils.data.DataLoader(EpochEpisodes(episodes), batch_size=None, sampler=sampler,
+                                         num_workers=workers, pin_memory=device.type == "cuda", **extra)
+    return loader, sampler
+
+
+# ---------------------------------------------------------------- random states and checkpoints
+def capture_rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) generator states as tensors/ints (weights_only-loadable)."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64),
+                        "gauss": gauss},
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict) -> None:
+    state_dict = {key: value.detach().cpu() for key, value in encoder.state_dict().items()}
+    save_checkpoint(path, epoch=epoch, state_dict=state_dict, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), config=config, rng=capture_rng_state(),
+                    sampler={"seed": config["seed"], "epoch": epoch + 1})
+
+
+def check_compatible(state_dict: dict, path, num_classes: int, channels: int, backbone: str) -> None:
+    """A clear error when a checkpoint does not fit the model this run builds."""
+    shape = encoder_shape(state_dict)
+    if shape["num_classes"] != num_classes:
+        raise UserInputError(f"{path} was trained for {shape['num_classes']} classes but the training "
+                             f"data has {num_classes} speakers")
+    if shape["channels"] != channels:
+        raise UserInputError(f"{path} has width {shape['channels']} (--channels) but this run uses "
+                             f"--channels {channels}")
+    if shape["backbone"] != backbone:
+        raise UserInputError(f"{path} is a {shape['backbone']} but this run uses --backbone {backbone}")
+
+
+def restore_optimizer(optimizer, state: dict, path) -> None:
+    """Load optimiser state; one that does not fit these parameters (e.g. another code base's) is
+    skipped with a warning, and training continues with fresh momentum."""
+    fresh = copy.deepcopy(optimizer.state_dict())
+    try:
+        optimizer.load_state_dict(state)
+        if all(buffer["momentum_buffer"].shape == param.shape
+               for param, buffer in optimizer.state.items() if "momentum_buffer" in buffer):
+            return
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        pass
+    print(f"warning: optimizer state in {path} does not fit this model; starting with fresh momentum",
+          file=sys.stderr)
+    optimizer.load_state_dict(fresh)
+
+
+def resume(checkpoint: dict, path, encoder, optimizer, scheduler) -> int:
+    """Restore everything a checkpoint holds; returns the first epoch to train."""
+    encoder.load_state_dict(checkpoint["state_dict"], strict=True)
+    if "optimizer" in checkpoint:
+        restore_optimizer(optimizer, checkpoint["optimizer"], path)
+    if "scheduler" in checkpoint:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    if "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+    return int(checkpoint.get("epoch", 0)) + 1
+
+
+# ---------------------------------------------------------------- logs and curves
+def read_train_log(path, before_epoch: int) -> list:
+    """Rows of an existing ``train_log.csv`` for epochs < ``before_epoch`` (a resumed run rewrites the rest)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) < before_epoch]
+
+
+def write_train_log(path, rows: list) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRAIN_LOG_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def plot_training_curves(rows: list, path) -> None:
+    """Loss, accuracy, learning rate and throughput per epoch, as a PNG (matplotlib Agg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from data_loading.files import atomic_path
+
+    def column(name):
+        return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in rows]
+    epochs = column("epoch")
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [("loss", ("loss", "loss_e", "loss_g"), ("total", "episodic", "global"), "linear"),
+              ("accuracy (%)", ("acc_e", "acc_g"), ("episodic", "global"), "linear"),
+              ("learning rate", ("lr",), ("lr",), "log"),
+              ("throughput (samples/s)", ("samples_per_s",), ("samples/s",), "linear")]
+    for axis, (title, names, labels, scale) in zip(axes.flat, panels):
+        for name, label in zip(names, labels):
+            values = column(name)
+            if not all(math.isnan(v) for v in values):
+                axis.plot(epochs, values, marker="o", label=label)
+        axis.set(title=title, xlabel="epoch", yscale=scale)
+        axis.grid(alpha=0.3)
+        if len(names) > 1:
+            axis.legend()
+    figure.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
+def epoch_row(epoch: int, means: dict, lr: float, seconds: float, n_samples: int) -> dict:
+    row = {"epoch": epoch, "lr": f"{lr:.6g}", "seconds": f"{seconds:.3f}",
+           "samples_per_s": f"{n_samples / max(seconds, 1e-9):.2f}"}
+    for key in ("loss", "loss_e", "loss_g"):
+        row[key] = f"{means[key]:.6f}" if key in means else ""
+    for key in ("acc_e", "acc_g"):
+        row[key] = f"{100 * means[key]:.3f}" if key in means else ""
+    return row
+
+
+def epoch_log_line(row: dict) -> str:
+    losses = " / ".join(f"{name} {row[key]}" for name, key in (("episodic", "loss_e"), ("global", "loss_g"))
+                        if row[key])
+    accs = " / ".join(f"{name} {row[key]}%" for name, key in (("episodic", "acc_e"), ("global", "acc_g"))
+                      if row[key])
+    return (f"Epoch {row['epoch']}: loss {row['loss']} ({losses}), acc {accs}, lr {row['lr']}, "
+            f"{row['seconds']} s, {row['samples_per_s']} samples/s")
+
+
+# ---------------------------------------------------------------- the epoch loop
+def run_epoch(step, optimizer, loader, device, config: dict, epoch: int, ctx: DistContext) -> dict:
+    """Train one epoch; returns the mean of every loss/accuracy part over its episodes."""
+    step.train()
+    sums, n_steps = {}, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", file=sys.stderr, disable=not ctx.is_main, leave=False,
+               dynamic_ncols=True)
+    for batch in bar:
+        parts = train_step(step, optimizer, batch, device, config["amp"])
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+        n_steps += 1
+        if n_steps % 10 == 1 or n_steps == len(loader):
+            shown = {"loss": sums["loss"].item() / n_steps}
+            for key in ("acc_e", "acc_g"):
+                if key in sums:
+                    shown[key] = f"{100 * sums[key].item() / n_steps:.1f}%"
+            bar.set_postfix(shown)
+    bar.close()
+    means = {key: value.item() / max(n_steps, 1) for key, value in sums.items()}
+    if not math.isfinite(means.get("loss", math.nan)):
+        raise UserInputError(f"the training loss is {means.get('loss')} in epoch {epoch}: training "
+                             f"diverged; try a lower --lr or resume from an earlier checkpoint")
+    return means
+
+
+class RunOutputs:
+    """Rank 0's files in ``<model_dir>/baseline_XXX``: checkpoints, config.json, train_log.csv, curves."""
+
+    def __init__(self, config: dict, start_epoch: int):
+        self.folder = Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".*.tmp*"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
+        self.rows = read_train_log(self.folder / "train_log.csv", start_epoch)
+        write_text(self.folder / "config.json", json.dumps(config, indent=2) + "\n")
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.folder / f"checkpoint_{epoch:03d}.pth"
+
+    def add_epoch(self, row: dict) -> None:
+        self.rows.append(row)
+        write_train_log(self.folder / "train_log.csv", self.rows)
+        plot_training_curves(self.rows, self.folder / "train_curves.png")
+
+
+def prepare(args):
+    """Everything that can fail on bad input, checked before any process group starts."""
+    ctx = context_from_env()
+    config = resolve_config(args, ctx)
+    configure.SAVED_MODEL_DIR = Path(config["model_dir"])
+    corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
+    n_episodes = episodes_per_epoch(len(corpus), episode_config(config), config["n_episode"])
+    EpisodeDataset(corpus, episode_config(config), n_episodes, config["seed"])  # enough speakers?
+    checkpoint = path = None
+    if config["use_checkpoint"]:
+        path = resolve_checkpoint(config["n_folder"], config["cp_num"])
+        checkpoint = load_checkpoint(path)
+        checkpoint.setdefault("epoch", config["cp_num"])
+        check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
+                         config["backbone"])
+    return ctx, config, corpus, n_episodes, checkpoint, path
+
+
+def train(args) -> Path:
+    """Train as the flags say; returns the folder holding checkpoints and logs."""
+    ctx, config, corpus, n_episodes, checkpoint, path = prepare(args)
+    device = training_device(config, ctx)
+    if config["amp"] and device.type != "cuda":
+        print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
+        config["amp"] = False
+    init_process_group(ctx, device)
+    try:
+        return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
+    finally:
+        destroy_process_group()
+
+
+def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> Path:
+    encoder = build_encoder(config, corpus.n_speakers, device, ctx)
+    optimizer = build_optimizer(encoder, config["lr"])
+    scheduler = build_scheduler(optimizer)
+    start_epoch = resume(checkpoint, path, encoder, optimizer, scheduler) if checkpoint else 1
+    step = build_step(encoder, config, ctx, device)
+    loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
+    outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
+    if ctx.is_main:
+        print(f"training {config['loss_type']}{' + GC' if config['use_GC'] and config['loss_type'] == 'prototypical' else ''}"
+              f" on {len(corpus)} utterances of {corpus.n_speakers} speakers, {n_episodes} episodes/epoch,"
+              f" epochs {start_epoch}..{config['max_epoch']}, {ctx.world_size} process(es) on {device}")
+    samples = config["nb_class_train"] * (config["n_shot"] + config["n_query"]) * n_episodes
+    for epoch in range(start_epoch, config["max_epoch"] + 1):
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        means = run_epoch(step, optimizer, loader, device, config, epoch, ctx)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(means["loss"])
+        if ctx.is_main:
+            row = epoch_row(epoch, means, lr, time.perf_counter() - started, samples)
+            save_training_checkpoint(outputs.checkpoint(epoch), epoch, encoder, optimizer, scheduler, config)
+            outputs.add_epoch(row)
+            print(epoch_log_line(row), flush=True)
+    return Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"

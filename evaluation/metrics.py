@@ -56,3 +56,12 @@ def verification_report(labels, scores, p_targets=P_TARGETS) -> dict:
     for p_target in p_targets:
         report[f"mindcf_{p_target:g}"] = compute_min_dcf(labels, scores, p_target)
     return report
+
+
+def det_points(labels, scores, floor: float = 1e-4):
+    """DET curve on normal-deviate axes: (probit(false alarm), probit(miss)) of the ROC points, with
+    rates clipped to [floor, 1 - floor] so that 0 and 1 stay finite."""
+    from scipy.stats import norm
+    curve = roc(labels, scores)
+    clip = lambda rate: norm.ppf(np.clip(rate, floor, 1 - floor))  # noqa: E731
+    return clip(curve.false_alarm), clip(curve.miss)

@@ -1,0 +1,66 @@
+"""Full-utterance verification EER on a trial list (default VoxCeleb1-O), as the paper's EER_full.py.
+
+    python EER_full.py --n_folder 0 --cp_num 100 --data_type vox2 [--score_norm asnorm --cohort_size 300]
+
+Prints EER, threshold and minDCF (p_target 0.01, 0.001, 0.05); writes scores_full_cpNNN.txt,
+eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_dir).
+"""
+import argparse
+
+import configure
+from evaluation import cli
+from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
+from evaluation.plots import plot_det
+from evaluation.score_norm import speaker_cohort
+from data_loading.files import UserInputError
+from evaluation.embedding import open_corpus
+from evaluation.trials import locate_features, read_trials, voxceleb1_feature_roots
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_model_arguments(parser, batch_size=16)
+    parser.add_argument("--trials", type=str, default=str(configure.VOX1_O_TRIALS), help="trial list")
+    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
+    parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
+    parser.add_argument("--cohort_utterances", type=int, default=3,
+                        help="training utterances averaged per cohort speaker")
+    return configure.apply_common_arguments(parser.parse_args(argv))
+
+
+def cohort_for(args, model):
+    train_root = configure.feature_dir(args.save_path, *configure.TRAIN_DATA[args.data_type])
+    if not train_root.is_dir():
+        raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
+                             f"found at {train_root}")
+    corpus = open_corpus([train_root])
+    return speaker_cohort(model, corpus, args.device, args.cohort_utterances, args.seed, args.batch_size)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    trials = read_trials(args.trials)
+    located = locate_features(trials.utterances(), voxceleb1_feature_roots(args.save_path))
+    model, checkpoint, out_dir = cli.load_model(args)
+    names, embeddings = embed_trial_utterances(model, trials, located, args.device, args.batch_size)
+    scores = cosine_trial_scores(trials, names, embeddings)
+    summary = {"checkpoint": str(checkpoint), "trials": str(trials.path), **cli.evaluate_scores(trials.labels, scores)}
+    curves = [("cosine", trials.labels, scores)]
+    if args.score_norm == "asnorm":
+        cli.check_positive(args, "cohort_size", "cohort_utterances")
+        cohort = cohort_for(args, model)
+        normalised = asnorm_trial_scores(trials, names, embeddings, scores, cohort, args.cohort_size)
+        summary["asnorm"] = {"cohort_size": args.cohort_size, "cohort_speakers": len(cohort),
+                             **cli.evaluate_scores(trials.labels, normalised, prefix="AS-norm ")}
+        cli.write_scores(cli.result_path(args, out_dir, "scores_full_asnorm", ".txt"), trials.labels,
+                         normalised, trials.enroll, trials.test)
+        curves.append((f"AS-norm (top {args.cohort_size})", trials.labels, normalised))
+    cli.write_scores(cli.result_path(args, out_dir, "scores_full", ".txt"), trials.labels, scores,
+                     trials.enroll, trials.test)
+    cli.write_json(cli.result_path(args, out_dir, "eer_full", ".json"), summary)
+    plot_det(curves, cli.result_path(args, out_dir, "det_full", ".png"), f"DET, {trials.path.name}")
+    print(f"results written to {out_dir}")
+
+
+if __name__ == "__main__":
+    configure.run_main(main)

@@ -1,0 +1,98 @@
+"""Unseen-speaker identification in N-way K-shot episodes (the original identification.py), batched.
+
+Each episode draws ``n_way`` speakers and, per speaker, ``n_shot + n_query`` different utterances;
+enrolment (support) crops are ``enroll_length`` frames, queries ``test_length`` frames (random
+starts; a shorter utterance is tiled). Crops have their mean over time subtracted. The prototype of a
+speaker is the mean of its support embeddings; a query is assigned to the prototype of highest
+cosine similarity. Episode ``i`` is a pure function of ``(seed, i)``.
+"""
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data_loading.corpus import FeatureCorpus, random_start
+from data_loading.episodes import EpisodeConfig, check_episode_config
+from evaluation.embedding import embed_crops
+
+
+@dataclass(frozen=True)
+class IdentificationConfig:
+    n_way: int = 50
+    n_shot: int = 1
+    n_query: int = 5
+    enroll_length: int = 500
+    test_length: int = 100
+
+
+@dataclass
+class IdentificationEpisode:
+    support: np.ndarray         # (n_shot * n_way,) utterance indices, shot-major
+    support_starts: np.ndarray
+    query: np.ndarray           # (n_query * n_way,) shot-major: query j of class c at j * n_way + c
+    query_starts: np.ndarray
+
+
+def eligible_speakers(corpus: FeatureCorpus, config: IdentificationConfig) -> np.ndarray:
+    """Speakers with at least n_shot + n_query utterances; a clear error if fewer than n_way."""
+    return check_episode_config(corpus, EpisodeConfig(config.n_way, config.n_shot, config.n_query))
+
+
+def plan_identification_episode(corpus: FeatureCorpus, config: IdentificationConfig,
+                                rng: np.random.Generator, speakers: np.ndarray) -> IdentificationEpisode:
+    classes = rng.choice(speakers, size=config.n_way, replace=False)
+    per_class = np.array([rng.choice(corpus.by_speaker[c], size=config.n_shot + config.n_query,
+                                     replace=False) for c in classes], dtype=np.int64)
+    support = per_class[:, :config.n_shot].T.reshape(-1)
+    query = per_class[:, config.n_shot:].T.reshape(-1)
+    starts = lambda utts, length: np.array(  # noqa: E731
+        [random_start(rng, corpus.utterances[u].n_frames, length) for u in utts], dtype=np.int64)
+    return IdentificationEpisode(support, starts(support, config.enroll_length),
+                                 query, starts(query, config.test_length))
+
+
+class CorpusCrops:
+    """Crops ``(utterance, start)`` of one length, read lazily from the corpus."""
+
+    def __init__(self, corpus: FeatureCorpus, utterances, starts, length: int):
+        self.corpus, self.utterances, self.starts, self.length = corpus, utterances, starts, length
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.corpus.read_crop(int(self.utterances[index]), int(self.starts[index]), self.length)
+
+
+def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> float:
+    """Percent of queries whose highest-cosine prototype is their own class (shot-major layout)."""
+    support = torch.as_tensor(support, dtype=torch.float32)
+    query = torch.as_tensor(query, dtype=torch.float32)
+    prototypes = support.reshape(-1, n_way, support.shape[1]).mean(dim=0)
+    cosine = F.linear(F.normalize(query, dim=1), F.normalize(prototypes, dim=1))
+    truth = torch.arange(n_way).repeat(len(query) // n_way)
+    return 100.0 * (cosine.argmax(dim=1) == truth).float().mean().item()
+
+
+def run_identification(model, corpus: FeatureCorpus, config: IdentificationConfig, n_episodes: int,
+                       device, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+    """Per-episode accuracies (percent) of ``n_episodes`` seeded episodes."""
+    speakers = eligible_speakers(corpus, config)
+    accuracies = []
+    for index in tqdm(range(n_episodes), desc="identification episodes", unit="episode", file=sys.stderr):
+        episode = plan_identification_episode(corpus, config, np.random.default_rng([seed, index]), speakers)
+        embed = lambda utts, starts, length: embed_crops(  # noqa: E731
+            model, CorpusCrops(corpus, utts, starts, length), device, batch_size, desc="")
+        support = embed(episode.support, episode.support_starts, config.enroll_length)
+        query = embed(episode.query, episode.query_starts, config.test_length)
+        accuracies.append(episode_accuracy(support, query, config.n_way))
+    return np.array(accuracies)
+
+
+def mean_confidence(accuracies) -> tuple:
+    """(mean accuracy, 95 % half-width 1.96 * std / sqrt(n)) as the original prints them."""
+    accuracies = np.asarray(accuracies, dtype=np.float64)
+    return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(len(accuracies)))

@@ -1,0 +1,33 @@
+"""Full-utterance verification (EER_full): every utterance embedded once, all trials scored at once."""
+import numpy as np
+
+from evaluation.embedding import cosine_rows, embed_utterances
+from evaluation.score_norm import as_norm, top_k_stats
+from evaluation.trials import Trials
+
+
+def trial_indices(trials: Trials, names: list) -> tuple:
+    position = {name: index for index, name in enumerate(names)}
+    return (np.array([position[n] for n in trials.enroll], dtype=np.int64),
+            np.array([position[n] for n in trials.test], dtype=np.int64))
+
+
+def embed_trial_utterances(model, trials: Trials, located: dict, device, batch_size: int):
+    """(names, (n, 256) embeddings) of every utterance the trials need, each embedded once."""
+    names = trials.utterances()
+    embeddings = embed_utterances(model, [located[name] for name in names], device, batch_size,
+                                  desc="embedding trial utterances")
+    return names, embeddings
+
+
+def cosine_trial_scores(trials: Trials, names: list, embeddings: np.ndarray) -> np.ndarray:
+    enroll, test = trial_indices(trials, names)
+    return cosine_rows(embeddings[enroll], embeddings[test])
+
+
+def asnorm_trial_scores(trials: Trials, names: list, embeddings: np.ndarray, raw_scores,
+                        cohort: np.ndarray, top_k: int) -> np.ndarray:
+    """AS-norm of ``raw_scores``; cohort statistics computed once per utterance."""
+    mean, std = top_k_stats(embeddings, cohort, top_k)
+    enroll, test = trial_indices(trials, names)
+    return as_norm(raw_scores, (mean[enroll], std[enroll]), (mean[test], std[test]))

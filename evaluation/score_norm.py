@@ -1,0 +1,51 @@
+"""Adaptive symmetric score normalisation (AS-norm) with a cohort of training-speaker embeddings.
+
+For a trial (e, t) with cosine score s, let mu_e, sigma_e be the mean and (population, ddof=0)
+standard deviation of the ``top_k`` highest cosine scores of e against the cohort, and likewise for t:
+    s_norm = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2
+The cohort is one mean embedding per training speaker (the mean of its utterances' unit-length
+embeddings, itself normalised to unit length).
+"""
+import numpy as np
+
+from data_loading.files import UserInputError
+from evaluation.embedding import embed_utterances
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def top_k_stats(embeddings: np.ndarray, cohort: np.ndarray, top_k: int):
+    """(mean, std) of each embedding's ``top_k`` highest cosine scores against the cohort."""
+    if not 1 <= top_k <= len(cohort):
+        raise UserInputError(f"--cohort_size {top_k} must be between 1 and the cohort's "
+                             f"{len(cohort)} speakers")
+    scores = unit_rows(embeddings) @ unit_rows(cohort).T
+    top = -np.partition(-scores, top_k - 1, axis=1)[:, :top_k]
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def as_norm(scores, enroll_stats, test_stats) -> np.ndarray:
+    """AS-norm of raw ``scores`` given (mean, std) arrays of each trial's enrolment and test side."""
+    (mean_e, std_e), (mean_t, std_t) = enroll_stats, test_stats
+    scores = np.asarray(scores, dtype=np.float64)
+    eps = 1e-12
+    return 0.5 * ((scores - mean_e) / (std_e + eps) + (scores - mean_t) / (std_t + eps))
+
+
+def speaker_cohort(model, corpus, device, utterances_per_speaker: int = 3, seed: int = 0,
+                   batch_size: int = 16) -> np.ndarray:
+    """(n_speakers, 256) unit-length mean embeddings of up to ``utterances_per_speaker`` seeded
+    utterances of every speaker of ``corpus`` (a FeatureCorpus of training features)."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(utts, size=min(utterances_per_speaker, len(utts)), replace=False)
+              for utts in corpus.by_speaker]
+    flat = np.concatenate(chosen)
+    embeddings = unit_rows(embed_utterances(model, [corpus.utterances[i].path for i in flat], device,
+                                            batch_size, desc="embedding cohort"))
+    owners = np.repeat(np.arange(len(chosen)), [len(c) for c in chosen])
+    sums = np.zeros((len(chosen), embeddings.shape[1]))
+    np.add.at(sums, owners, embeddings)
+    return unit_rows(sums)

@@ -9,7 +9,8 @@
 Audio is converted to what the model was trained on (16 kHz mono) and every conversion is reported
 as a ``ConversionNote`` warning (``note_handler`` redirects them, e.g. to stderr). Features are the
 training recipe (``log_mel_fbank``: 40 log-mel filters, 25 ms / 10 ms, per-utterance mean removed)
-over the whole recording; the embedding is the encoder's 256-d output for it, in eval mode.
+over the whole recording; the embedding is the encoder's 256-d output for it, in eval mode -- the
+same full-utterance embedding EER_full.py scores, so its saved EER threshold applies.
 Checkpoints are read weights-only, so a downloaded file cannot run code.
 """
 import warnings
@@ -125,6 +126,9 @@ class SpeakerEncoder:
         features = np.asarray(features, np.float32)
         if features.ndim != 2 or features.shape[1] != 40 or features.shape[0] == 0:
             raise UserInputError(f"expected (frames, 40) features, got shape {features.shape}")
+        if not np.isfinite(features).all():
+            raise UserInputError("features contain NaN or infinite values")
+        features = features - features.mean(axis=0, keepdims=True)   # normalize_frames, as EER_full
         batch = torch.from_numpy(np.ascontiguousarray(features.T))[None, None].to(self.device)
         return self.model(batch)[0].float().cpu().numpy()
 

@@ -6,7 +6,8 @@
 
 Prints the cosine score, the threshold and where it came from, and ACCEPT or REJECT. The default
 threshold is the EER threshold EER_full.py saved for the checkpoint (``eer_full_cpXXX.json`` beside
-``checkpoint_XXX.pth``); ``--threshold`` overrides it.
+``checkpoint_XXX.pth``; with ``--checkpoint PATH --cp_num XXX`` the XXX given, as EER_full.py names
+it; ``--threshold_file`` names the file directly); ``--threshold`` overrides it.
 """
 import argparse
 import json
@@ -18,12 +19,15 @@ import configure
 from data_loading.files import UserInputError
 
 
-def eer_threshold_file(checkpoint_path) -> Path:
-    """``eer_full_cpXXX.json`` beside ``checkpoint_XXX.pth`` (None for other checkpoint names)."""
-    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(checkpoint_path).name)
-    if match is None:
-        return None
-    return Path(checkpoint_path).parent / f"eer_full_cp{int(match.group(1)):03d}.json"
+def eer_threshold_file(checkpoint_path, cp_num=None) -> Path:
+    """``eer_full_cpXXX.json`` beside the checkpoint: XXX is ``cp_num`` when given (as EER_full.py
+    names it), else read from a ``checkpoint_XXX.pth`` name (None for other names)."""
+    if cp_num is None:
+        match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(checkpoint_path).name)
+        if match is None:
+            return None
+        cp_num = int(match.group(1))
+    return Path(checkpoint_path).parent / f"eer_full_cp{cp_num:03d}.json"
 
 
 def read_eer_threshold(json_path) -> float:
@@ -36,11 +40,16 @@ def read_eer_threshold(json_path) -> float:
                              f"--threshold") from None
 
 
-def resolve_threshold(override, checkpoint_path):
-    """(threshold, where it came from): ``--threshold`` first, else EER_full's saved EER threshold."""
+def resolve_threshold(override, checkpoint_path, cp_num=None, threshold_file=None):
+    """(threshold, where it came from): ``--threshold`` first, else EER_full's saved EER threshold
+    (``--threshold_file``, or ``eer_full_cpXXX.json`` beside the checkpoint)."""
     if override is not None:
         return override, "--threshold"
-    json_path = eer_threshold_file(checkpoint_path)
+    if threshold_file is not None:
+        if not Path(threshold_file).is_file():
+            raise UserInputError(f"--threshold_file {threshold_file}: no such file")
+        return read_eer_threshold(threshold_file), f"EER threshold from {threshold_file}"
+    json_path = eer_threshold_file(checkpoint_path, cp_num)
     if json_path is not None and json_path.is_file():
         return read_eer_threshold(json_path), f"EER threshold saved by EER_full.py in {json_path}"
     looked = f" (looked for {json_path})" if json_path is not None else ""
@@ -57,6 +66,9 @@ def parse_args(argv=None):
     parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
     parser.add_argument("--threshold", type=float, default=None,
                         help="accept when score >= threshold (default: EER_full.py's EER threshold)")
+    parser.add_argument("--threshold_file", type=str, default=None,
+                        help="an eer_full_cpXXX.json to take the threshold from (e.g. EER_full.py "
+                             "--out_dir results); default: the one beside the checkpoint")
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
@@ -69,7 +81,7 @@ def main(argv=None):
     from model.checkpoint import resolve_checkpoint
     from speaker_api import SpeakerEncoder
     checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
-    threshold, source = resolve_threshold(args.threshold, checkpoint_path)
+    threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
     encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
                                              note_handler=lambda note: print(f"note: {note}", file=sys.stderr))
     score = encoder.score(encoder.embed(args.enroll), encoder.embed(args.test))

@@ -53,17 +53,17 @@ def report_lines(report: dict, prefix: str = "") -> list:
 
 
 def evaluate_scores(labels, scores, prefix: str = "") -> dict:
-    """Verification report of ``scores`` as written to the score file (float32), printed."""
-    scores = np.asarray(scores, dtype=np.float32).astype(np.float64)
+    """Verification report of ``scores`` (exactly as ``write_scores`` writes them), printed."""
+    scores = np.asarray(scores, dtype=np.float64)
     report = verification_report(np.asarray(labels), scores)
     print("\n".join(report_lines(report, prefix)))
     return report
 
 
 def write_scores(path: Path, labels, scores, enroll, test) -> None:
-    """``label score enroll test`` per line; %.9g keeps every float32 score exact."""
-    lines = (f"{int(label)} {float(score):.9g} {e} {t}\n"
-             for label, score, e, t in zip(labels, np.asarray(scores, dtype=np.float32), enroll, test))
+    """``label score enroll test`` per line; scores written with Python's round-trip repr (exact)."""
+    lines = (f"{int(label)} {float(score)!r} {e} {t}\n"
+             for label, score, e, t in zip(labels, np.asarray(scores, dtype=np.float64), enroll, test))
     write_text(path, "".join(lines))
 
 

@@ -1,0 +1,97 @@
+"""Prepare VoxCeleb (download, extract, convert) or write the built-in synthetic corpus.
+
+    python dataprep.py --save_path DIR --download --user USER      # password: $VOXCELEB_PASSWORD or prompt
+    python dataprep.py --save_path DIR --download --key KEY         # or $VOXCELEB_KEY
+    python dataprep.py --save_path DIR --extract
+    python dataprep.py --save_path DIR --convert --workers 8
+    python dataprep.py --save_path DIR --synthetic [--n_speakers 40 --n_test_speakers 10 --seed 0]
+
+Then extract features with ``python feat_extract/feature_extraction.py --save_path DIR``.
+"""
+import argparse
+import sys
+
+import configure
+from data_loading import download, synthetic
+from data_loading.files import UserInputError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--save_path", default=None,
+                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser.add_argument("--download", action="store_true", help="download the archive parts")
+    parser.add_argument("--extract", action="store_true", help="join parts and extract the zips")
+    parser.add_argument("--convert", action="store_true", help="VoxCeleb2 m4a -> 16 kHz wav (ffmpeg)")
+    parser.add_argument("--user", default=None, help="VoxCeleb user name (password: "
+                        "--password, $VOXCELEB_PASSWORD or a prompt)")
+    parser.add_argument("--password", default=None,
+                        help="prefer $VOXCELEB_PASSWORD or the prompt: flags show up in `ps`")
+    parser.add_argument("--key", default=None, help="VoxCeleb access key (or $VOXCELEB_KEY)")
+    parser.add_argument("--base_url", default=download.DEFAULT_BASE_URL, help="download host / mirror")
+    parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"))
+    parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"))
+    parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: all cores)")
+    add_synthetic_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_synthetic_arguments(parser) -> None:
+    group = parser.add_argument_group("synthetic corpus")
+    group.add_argument("--synthetic", action="store_true", help="write the built-in synthetic corpus")
+    group.add_argument("--n_speakers", type=int, default=40, help="training speakers")
+    group.add_argument("--n_test_speakers", type=int, default=10, help="unseen test speakers")
+    group.add_argument("--utterances_per_speaker", type=int, default=20)
+    group.add_argument("--test_utterances_per_speaker", type=int, default=10)
+    group.add_argument("--min_seconds", type=float, default=3.0, help="usual utterance length range")
+    group.add_argument("--max_seconds", type=float, default=8.0)
+    group.add_argument("--short_fraction", type=float, default=0.1, help="share of 1-2 s utterances")
+    group.add_argument("--seed", type=int, default=0)
+
+
+def run_synthetic(args) -> None:
+    result = synthetic.generate_corpus(
+        args.save_path, args.n_speakers, args.n_test_speakers, args.utterances_per_speaker,
+        args.test_utterances_per_speaker, args.seed, args.workers, args.min_seconds,
+        args.max_seconds, args.short_fraction)
+    print(f"synthetic corpus: {result['dev_utterances']} training utterances in {result['dev_root']}, "
+          f"{result['test_utterances']} test utterances in {result['test_root']}, "
+          f"trials in {result['trials']}")
+
+
+def run_voxceleb(args) -> None:
+    parts = download.read_parts_list(args.parts_list)
+    archives = download.read_archives_list(args.archives_list)
+    if args.download:
+        credentials = download.resolve_credentials(args.user, args.password, args.key)
+        counts = download.download_all(args.base_url, parts, args.save_path, credentials)
+        print(f"download: {counts['downloaded']} parts downloaded, {counts['skipped']} already verified")
+    if args.extract:
+        written = download.extract_all(args.save_path, args.save_path, parts, archives)
+        for archive, n_files in written.items():
+            print(f"extract: {archive}: {n_files} files written")
+    if args.convert:
+        result = download.convert_aac(args.save_path, args.workers)
+        print(f"convert: {result['converted']} converted, {result['skipped']} already done, "
+              f"{len(result['failed'])} failed")
+        if result["failed"]:
+            print(f"warning: {len(result['failed'])} files ffmpeg could not convert, e.g. "
+                  f"{result['failed'][0][0]}: {result['failed'][0][1]}", file=sys.stderr)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    args.save_path = args.save_path or configure.save_path
+    if not (args.synthetic or args.download or args.extract or args.convert):
+        raise UserInputError("nothing to do: give --synthetic, or one or more of "
+                             "--download, --extract, --convert")
+    if args.workers is not None and args.workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {args.workers}")
+    if args.synthetic:
+        run_synthetic(args)
+    if args.download or args.extract or args.convert:
+        run_voxceleb(args)
+
+
+if __name__ == "__main__":
+    configure.run_main(main)

@@ -33,10 +33,12 @@ def example_input(device="cpu") -> torch.Tensor:
 
 def export_torchscript(model, path: Path) -> str:
     """Scripted module (shape-generic); tracing as a fallback (convolutions and means stay generic)."""
-    try:
-        module, how = torch.jit.script(model), "scripted"
-    except Exception:  # noqa: BLE001 - scripting can fail on exotic modules; tracing still works here
-        module, how = torch.jit.trace(model, example_input()), "traced"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated, still loadable
+        try:
+            module, how = torch.jit.script(model), "scripted"
+        except Exception:  # noqa: BLE001 - scripting can fail on exotic modules; tracing still works here
+            module, how = torch.jit.trace(model, example_input()), "traced"
     with atomic_path(path, ".pt") as tmp:
         module.save(str(tmp))
     return how

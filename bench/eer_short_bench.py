@@ -1,0 +1,56 @@
+"""EER_short: seconds per 1,000 trials, ours (evaluation.short_utterance: each enrolment embedded once,
+test crops in batches) vs the original's per-trial re-embedding of both sides (bench/baseline.py).
+
+Same trials (make_short_trials, seeded), same scores (asserted to 1e-4) and the same EER.
+"""
+import time
+
+import numpy as np
+import torch
+
+from bench.baseline import pickle_path, score_trials_per_trial
+from bench.report import Result
+from data_loading.corpus import FeatureCorpus
+from evaluation.metrics import compute_eer
+from evaluation.short_utterance import make_short_trials, score_short_trials
+from model.model import background_resnet
+
+SCORE_TOLERANCE = 1e-4
+
+
+def thin_encoder(channels: int, device) -> background_resnet:
+    torch.manual_seed(0)
+    return background_resnet(num_classes=10, channels=channels).to(device).eval()
+
+
+def timed(action):
+    start = time.perf_counter()
+    value = action()
+    return value, time.perf_counter() - start
+
+
+def compare_scores(ours: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> float:
+    worst = float(np.max(np.abs(ours - baseline)))
+    assert worst <= SCORE_TOLERANCE, f"EER_short scores differ from the baseline by {worst:.2e}"
+    assert compute_eer(labels, ours)[0] == compute_eer(labels, baseline)[0], "EER differs from baseline"
+    return worst
+
+
+def eer_short_results(store, channels: int, pairs_per_speaker: int, repeats: int, device,
+                      test_length: int = 200, batch_size: int = 64) -> list:
+    corpus = FeatureCorpus(store.float32)
+    pickle_paths = [pickle_path(store, utt.path) for utt in corpus.utterances]
+    trials = make_short_trials(corpus, test_length, pairs_per_speaker, seed=0)
+    model = thin_encoder(channels, device)
+    ours_times, baseline_times = [], []
+    for _ in range(repeats):
+        ours, seconds = timed(lambda: score_short_trials(model, corpus, trials, device, batch_size))
+        ours_times.append(seconds)
+        baseline, seconds = timed(lambda: score_trials_per_trial(model, pickle_paths, trials, device))
+        baseline_times.append(seconds)
+    worst = compare_scores(ours, baseline, trials.label)
+    per_thousand = 1000 / len(trials)
+    return [Result(f"eer_short_s_per_1000_trials_{device.type}", np.median(ours_times) * per_thousand,
+                   "s", np.median(baseline_times) * per_thousand, False, 3.0 if device.type == "cpu" else 20.0,
+                   f"{len(trials)} trials, {test_length}-frame tests, encoder channels={channels}; "
+                   f"scores equal to {worst:.1e}, same EER")]

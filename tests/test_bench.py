@@ -1,0 +1,101 @@
+"""The benchmark harness: baselines and our paths produce the same data; the table is right.
+
+Timings are never asserted (the machine is shared); outputs are."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench import baseline
+from bench.episodes_bench import EPISODE, assert_same_crops, crop_pages, mmap_bytes_per_episode
+from bench.report import Result, markdown_table, text_table
+from bench.synthetic import write_feature_store
+from data_loading.corpus import FeatureCorpus
+from data_loading.episodes import EpisodeConfig, EpisodeDataset
+from evaluation.metrics import compute_eer
+from evaluation.short_utterance import make_short_trials, score_short_trials
+from model.model import background_resnet
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_feature_store(tmp_path_factory.mktemp("bench"), n_speakers=12, n_utterances=3,
+                               mean_frames=300, seed=3)
+
+
+def pickle_paths_of(store):
+    return [baseline.pickle_path(store, utt.path) for utt in FeatureCorpus(store.float32).utterances]
+
+
+def test_synthetic_store_holds_the_same_features_three_ways(store):
+    corpus = FeatureCorpus(store.float32)
+    assert corpus.n_speakers == 12 and len(corpus) == 36
+    first = corpus.utterances[0].path
+    original = baseline.read_pickle(baseline.pickle_path(store, first))
+    assert original["feat"].dtype == np.float64 and original["label"] == "id00000"
+    np.testing.assert_array_equal(np.load(first), original["feat"].astype(np.float32))
+    half = np.load(store.float16 / first.relative_to(store.float32))
+    np.testing.assert_array_equal(half, original["feat"].astype(np.float16))
+    assert store.total_frames == sum(u.n_frames for u in corpus.utterances)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_baseline_episodes_equal_ours(store, dtype):
+    dataset = EpisodeDataset(FeatureCorpus(store.root(dtype)), EpisodeConfig(10, 1, 2, True), 3, seed=5)
+    pickle_paths = pickle_paths_of(store)
+    for index in range(3):
+        ours = dataset[index]
+        theirs = baseline.episode_from_pickles(pickle_paths, dataset.plan(index))
+        assert_same_crops(ours, theirs, exact=dtype == "float32")
+        if dtype == "float32":
+            assert torch.equal(ours["query"], theirs["query"])  # bit-identical, not just close
+
+
+def test_page_count_by_hand(store):
+    # 128-byte header, 160-byte float32 rows: rows 0..199 span bytes 128..32127 -> pages 0..7
+    assert crop_pages(128, 160, 0, 200) == set(range(8))
+    # rows 100..299: bytes 16128..48127 -> pages 3..11
+    assert crop_pages(128, 160, 100, 200) == set(range(3, 12))
+    corpus = FeatureCorpus(store.float32)
+    plan = EpisodeDataset(corpus, EpisodeConfig(10, 1, 2, True), 1, seed=0).plan(0)
+    pages, rows = mmap_bytes_per_episode(corpus, plan)
+    assert rows == 160 * (10 * 200 + 20 * plan.query_frames)
+    assert rows <= pages <= rows + 30 * 3 * 4096   # at most header page + 2 partial pages per crop
+    assert EPISODE.n_way == 100 and EPISODE.n_query == 2 and EPISODE.variable_query
+
+
+def test_eer_short_batched_scores_equal_per_trial_baseline(store):
+    corpus = FeatureCorpus(store.float32)
+    trials = make_short_trials(corpus, 100, pairs_per_speaker=1, seed=0)
+    torch.manual_seed(0)
+    model = background_resnet(num_classes=4, channels=4).eval()
+    device = torch.device("cpu")
+    ours = score_short_trials(model, corpus, trials, device, batch_size=8)
+    theirs = baseline.score_trials_per_trial(model, pickle_paths_of(store), trials, device)
+    assert len(ours) == 24 and np.ptp(ours) > 5e-4     # varied scores (a random encoder: all near 1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert compute_eer(trials.label, ours)[0] == compute_eer(trials.label, theirs)[0]
+
+
+def test_gain_and_target_arithmetic():
+    faster = Result("eps", 30.0, "episodes/s", 10.0, True, 3.0)
+    smaller = Result("bytes", 100.0, "bytes", 550.0, False, 6.0)
+    assert faster.gain == 3.0 and faster.met is True
+    assert smaller.gain == 5.5 and smaller.met is False
+    table = text_table([faster, smaller])
+    assert "3.00x" in table and "5.50x" in table and "NO" in table
+    assert "| eps | 30 | episodes/s | 10 | 3.00x | >= 3x | yes |" in markdown_table([faster], "cmd")
+
+
+def test_quick_run_store_benchmark_writes_json_and_markdown(tmp_path, capsys):
+    from bench.run import main
+    main(["--quick", "--only", "store", "--json", str(tmp_path / "r.json"),
+          "--markdown", str(tmp_path / "r.md"), "--tmp_dir", str(tmp_path)])
+    results = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    float32 = results["store_bytes_per_audio_s_float32"]
+    # 40 filters x 4 bytes x 100 frames/s = 16,000 B/s (+ a 128-byte header per file); float64 = 32,000
+    assert 16000 < float32["value"] < 16100 and 32000 < float32["baseline"] < 32200
+    assert results["store_bytes_per_audio_s_float16"]["gain"] == pytest.approx(4.0, abs=0.05)
+    assert "store_bytes_per_audio_s_float16" in capsys.readouterr().out
+    assert "| store_bytes_per_audio_s_float32 |" in (tmp_path / "r.md").read_text()

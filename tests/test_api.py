@@ -1,5 +1,6 @@
 """speaker_api, verify.py and embed.py on real audio files of several formats, rates and channel counts."""
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -305,3 +306,21 @@ def test_verify_threshold_file_named_as_eer_full_names_it(checkpoint, tmp_path, 
     assert f"(EER threshold from {tmp_path / 'results' / 'eer_full_cp100.json'})" in capsys.readouterr().out
     with pytest.raises(UserInputError, match=r"no decision threshold for .*published\.pth: run EER_full"):
         verify_cmd.main(["--checkpoint", str(renamed), str(enroll), str(test)])
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (scripts/setup_env.sh installs it)")
+def test_embed_command_finds_mp3_through_ffmpeg(checkpoint, encoder, tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    sf.write(tmp_path / "source.wav", as_int16(voice_like(seconds=1.0, rate=22050, seed=13)), 22050)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "source.wav"),
+                    str(folder / "memo.mp3")], check=True, capture_output=True)
+    result = run_script("embed.py", "--checkpoint", checkpoint[0], "--out", tmp_path / "emb", folder)
+    assert result.returncode == 0, result.stderr
+    assert f"note: {folder / 'memo.mp3'}: decoded .mp3 with ffmpeg" in result.stderr
+    row = (tmp_path / "emb" / "index.tsv").read_text().splitlines()[1].split("\t")
+    assert row[:2] == ["memo.npy", str(folder / "memo.mp3")] and abs(float(row[2]) - 1.0) < 0.06
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionNote)
+        np.testing.assert_allclose(np.load(tmp_path / "emb" / "memo.npy"), encoder.embed(folder / "memo.mp3"),
+                                   atol=1e-6)

@@ -4,6 +4,7 @@ import importlib
 import io
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,15 @@ from model.model import background_resnet
 from tests.conftest import write_random_features
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads on this shared 2-core machine; oversubscription hurts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +63,8 @@ def script_flags(setup, flags, out):
 def run(script, setup, *flags, out="out"):
     """The real command in a fresh interpreter."""
     command = [sys.executable, script, *script_flags(setup, flags, out)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def run_here(script, setup, *flags, out="out"):
@@ -93,16 +104,16 @@ def test_eer_full_outputs_agree(setup):
 
 
 def test_eer_short_seeded_and_batch_size_free(setup):
-    first = run("EER_short.py", setup, "--test_length", 100, 50, "--pairs_per_speaker", 4, "--seed", 3,
-                "--batch_size", 16, out="short1")
-    second = run_here("EER_short.py", setup, "--test_length", 100, "--pairs_per_speaker", 4, "--seed", 3,
-                 "--batch_size", 3, out="short2")
+    first = run("EER_short.py", setup, "--test_length", 100, 50, "--pairs_per_speaker", 3, "--seed", 3,
+                "--batch_size", 32, out="short1")
+    second = run_here("EER_short.py", setup, "--test_length", 100, "--pairs_per_speaker", 3, "--seed", 3,
+                 "--batch_size", 5, out="short2")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     lines = [(setup / d / "scores_short_100_cp100.txt").read_text().splitlines() for d in ("short1", "short2")]
     assert [line.split()[2:] for line in lines[0]] == [line.split()[2:] for line in lines[1]]  # same trials
     scores = [read_scores(setup / d / "scores_short_100_cp100.txt")[1] for d in ("short1", "short2")]
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
-    assert len(scores[0]) == 7 * 8          # VoxCeleb1 dev + test speakers for a vox2 model
+    assert len(scores[0]) == 7 * 6          # VoxCeleb1 dev + test speakers for a vox2 model
     summary = json.loads((setup / "short1" / "eer_short_cp100.json").read_text())
     for length in ("100", "50"):
         labels, values = read_scores(setup / "short1" / f"scores_short_{length}_cp100.txt")

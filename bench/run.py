@@ -37,8 +37,8 @@ class Sizes:
     train_warmup: int = 1
 
 
-QUICK = Sizes(speakers=100, utterances=3, episodes=4, eer_speakers=4, eer_pairs=3, eer_channels=4, wavs=16,
-              train_config=EpisodeConfig(n_way=4, n_shot=1, n_query=1, variable_query=True), train_steps=1)
+QUICK = Sizes(speakers=100, utterances=3, episodes=3, eer_speakers=4, eer_pairs=3, eer_channels=4, wavs=16,
+              train_config=EpisodeConfig(n_way=2, n_shot=1, n_query=1, variable_query=True), train_steps=1)
 GPU_TRAIN = EpisodeConfig(n_way=100, n_shot=1, n_query=2, variable_query=True)
 
 

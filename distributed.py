@@ -15,6 +15,7 @@ PyTorch's ``SyncBatchNorm`` only runs on GPUs; on CPU (gloo) the same statistics
 """
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,14 @@ def init_process_group(ctx: DistContext, device: torch.device) -> None:
                             timeout=PROCESS_GROUP_TIMEOUT, **kwargs)
 
 
+def differentiable(collective: str, *args):
+    """``torch.distributed.nn.functional.<collective>`` (collectives with gradients), without its
+    deprecation notice on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return getattr(torch.distributed.nn.functional, collective)(*args)
+
+
 def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -95,7 +104,7 @@ def gather_shot_major(local: torch.Tensor, samples_per_class: int, n_way: int, c
     width = local.shape[0] // samples_per_class
     blocks = local.reshape(samples_per_class, width, -1)
     padded = F.pad(blocks, (0, 0, 0, widest - width))   # all_gather needs equal shapes
-    gathered = torch.distributed.nn.functional.all_gather(padded)
+    gathered = differentiable("all_gather", padded)
     parts = [block[:, :stop - first] for block, (first, stop) in zip(gathered, shards)]
     return torch.cat(parts, dim=1).reshape(samples_per_class * n_way, -1)
 
@@ -122,23 +131,29 @@ class ShardedEpisodeDataset(EpisodeDataset):
 
 
 # ---------------------------------------------------------------- BatchNorm statistics over all ranks
-class CpuSyncBatchNorm(nn.SyncBatchNorm):
-    """``SyncBatchNorm`` that also runs on CPU tensors (PyTorch's kernels are GPU-only).
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm with statistics over all ranks, for CPU tensors (PyTorch's ``SyncBatchNorm`` kernels
+    and DDP's check of them are GPU-only). Outside a training process group it is plain BatchNorm.
 
     Global mean and biased variance come from two differentiable all-reduces (sum, then centred sum
     of squares); running statistics use the unbiased variance, as ``F.batch_norm`` does.
     """
 
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         synced = self.training and dist.is_available() and dist.is_initialized() and \
             dist.get_world_size() > 1
-        if x.device.type != "cpu" or not synced:
+        if not synced:
             return super().forward(x)
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
-        all_reduce = torch.distributed.nn.functional.all_reduce
+        def all_reduce(tensor):
+            return differentiable("all_reduce", tensor)
         count = all_reduce(torch.tensor(float(x.numel() // x.shape[1])))
         mean = all_reduce(x.sum(dim=dims)) / count
         centred = x - mean.reshape(shape)
@@ -156,12 +171,13 @@ class CpuSyncBatchNorm(nn.SyncBatchNorm):
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Every BatchNorm becomes a ``SyncBatchNorm`` (``CpuSyncBatchNorm`` on CPU)."""
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if device.type == "cpu":
-        for module in model.modules():
-            if type(module) is nn.SyncBatchNorm:
-                module.__class__ = CpuSyncBatchNorm
+    """Every BatchNorm computes its statistics over all ranks: PyTorch's ``SyncBatchNorm`` on GPUs,
+    ``CpuSyncBatchNorm`` (same parameters and buffers, so the same state_dict keys) on CPU."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.__class__ = CpuSyncBatchNorm
     return model
 
 

@@ -312,6 +312,7 @@ def plot_training_curves(rows: list, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from data_loading.files import atomic_path
 
     def column(name):
@@ -328,6 +329,7 @@ def plot_training_curves(rows: list, path) -> None:
             if not all(math.isnan(v) for v in values):
                 axis.plot(epochs, values, marker="o", label=label)
         axis.set(title=title, xlabel="epoch", yscale=scale)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if len(names) > 1:
             axis.legend()

@@ -6,6 +6,7 @@ import sys
 import warnings
 from math import gcd
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -66,8 +67,20 @@ def hand_embedding(model, int16_scale_samples):
 
 
 def run_script(*args, cwd=ROOT):
+    """A command in a fresh interpreter (exit code, stdout, stderr as the user sees them)."""
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           timeout=120)
+
+
+def run_in_process(main, capsys, *args):
+    """``main`` wrapped by ``configure.run_main`` as the script runs it, without a new interpreter."""
+    try:
+        configure.run_main(lambda: main([str(arg) for arg in args]))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
 @pytest.fixture
@@ -211,11 +224,11 @@ def test_verify_without_threshold_is_a_clear_error(checkpoint, tmp_path):
         verify_cmd.main(["--checkpoint", str(checkpoint[0]), str(enroll), str(test)])
 
 
-def test_verify_notes_conversions_and_refuses_bad_audio(checkpoint, tmp_path):
+def test_verify_notes_conversions_and_refuses_bad_audio(checkpoint, tmp_path, capsys):
     sf.write(tmp_path / "e.wav", voice_like(rate=8000, channels=2).astype(np.float32), 8000, subtype="FLOAT")
     (tmp_path / "t.wav").write_bytes(b"this is not audio at all")
-    result = run_script("verify.py", "--checkpoint", checkpoint[0], "--threshold", "0.5",
-                        tmp_path / "e.wav", tmp_path / "t.wav")
+    result = run_in_process(verify_cmd.main, capsys, "--checkpoint", checkpoint[0], "--threshold", "0.5",
+                            tmp_path / "e.wav", tmp_path / "t.wav")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert f"note: {tmp_path / 'e.wav'}: mixed 2 channels to mono" in lines
@@ -224,7 +237,7 @@ def test_verify_notes_conversions_and_refuses_bad_audio(checkpoint, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- embed.py
-def test_embed_command_mirrors_folders_and_writes_index(checkpoint, encoder, tmp_path, monkeypatch):
+def test_embed_command_mirrors_folders_and_writes_index(checkpoint, encoder, tmp_path, capsys):
     corpus = tmp_path / "recordings"
     (corpus / "alice" / "day1").mkdir(parents=True)
     (corpus / "bob").mkdir()
@@ -236,8 +249,8 @@ def test_embed_command_mirrors_folders_and_writes_index(checkpoint, encoder, tmp
     sf.write(single, as_int16(voice_like(seconds=0.3, seed=11)), 16000)
     (tmp_path / "files.txt").write_text(f"{single}\r\n\r\n# comment\r\n{single}")
     out = tmp_path / "emb"
-    result = run_script("embed.py", "--checkpoint", checkpoint[0], "--out", out, corpus,
-                        "--list", tmp_path / "files.txt")
+    result = run_in_process(embed_cmd.main, capsys, "--checkpoint", checkpoint[0], "--out", out, corpus,
+                            "--list", tmp_path / "files.txt")
     assert result.returncode == 0, result.stderr
     index = (out / "index.tsv").read_text().splitlines()
     assert index == ["embedding\tsource\tduration_s",
@@ -254,7 +267,7 @@ def test_embed_command_mirrors_folders_and_writes_index(checkpoint, encoder, tmp
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_embed_command_skips_bad_files_and_fails_at_the_end(checkpoint, tmp_path):
+def test_embed_command_skips_bad_files_and_fails_at_the_end(checkpoint, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
     sf.write(folder / "good.wav", as_int16(voice_like(seed=12)), 16000)
@@ -262,7 +275,7 @@ def test_embed_command_skips_bad_files_and_fails_at_the_end(checkpoint, tmp_path
     (folder / "garbage.flac").write_bytes(b"\x00\x01 definitely not flac" * 10)
     sf.write(folder / "silent.wav", np.zeros(16000, np.int16), 16000)
     out = tmp_path / "emb"
-    result = run_script("embed.py", "--checkpoint", checkpoint[0], "--out", out, folder)
+    result = run_in_process(embed_cmd.main, capsys, "--checkpoint", checkpoint[0], "--out", out, folder)
     assert result.returncode == 2
     assert sorted(p.name for p in out.iterdir()) == ["good.npy", "index.tsv"]
     assert (out / "index.tsv").read_text().splitlines()[1:] == [f"good.npy\t{folder / 'good.wav'}\t0.800"]
@@ -309,13 +322,13 @@ def test_verify_threshold_file_named_as_eer_full_names_it(checkpoint, tmp_path, 
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (scripts/setup_env.sh installs it)")
-def test_embed_command_finds_mp3_through_ffmpeg(checkpoint, encoder, tmp_path):
+def test_embed_command_finds_mp3_through_ffmpeg(checkpoint, encoder, tmp_path, capsys):
     folder = tmp_path / "phone"
     folder.mkdir()
     sf.write(tmp_path / "source.wav", as_int16(voice_like(seconds=1.0, rate=22050, seed=13)), 22050)
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "source.wav"),
                     str(folder / "memo.mp3")], check=True, capture_output=True)
-    result = run_script("embed.py", "--checkpoint", checkpoint[0], "--out", tmp_path / "emb", folder)
+    result = run_in_process(embed_cmd.main, capsys, "--checkpoint", checkpoint[0], "--out", tmp_path / "emb", folder)
     assert result.returncode == 0, result.stderr
     assert f"note: {folder / 'memo.mp3'}: decoded .mp3 with ffmpeg" in result.stderr
     row = (tmp_path / "emb" / "index.tsv").read_text().splitlines()[1].split("\t")

@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 import export as export_cmd
+from data_loading.files import UserInputError
 from speaker_api import SpeakerEncoder
 from tests.test_api import as_int16, run_script, tiny_checkpoint, voice_like
 
@@ -83,6 +84,6 @@ def test_export_command_single_format_and_bad_choice(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["encoder.json", "encoder.onnx"]
     assert f"wrote {tmp_path / 'o' / 'encoder.onnx'} (onnx, opset 17)" in result.stderr
-    result = run_script("export.py", "--checkpoint", tmp_path / "missing.pth", "--out", tmp_path / "p")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.pth'}"]
+    with pytest.raises(UserInputError, match=f"^checkpoint not found: {tmp_path / 'missing.pth'}$"):
+        export_cmd.main(["--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()

@@ -69,3 +69,28 @@ def test_too_few_speakers_is_a_clear_error(tmp_path):
         EpisodeDataset(corpus, EpisodeConfig(n_way=4, n_shot=1, n_query=2), 1, 0)
     with pytest.raises(UserInputError, match="but the corpus has 0 such speakers"):
         EpisodeDataset(corpus, EpisodeConfig(n_way=2, n_shot=1, n_query=2), 1, 0)
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda p: np.save(p, np.zeros((30, 24), np.float32)), r"shape \(frames, 40\), found \(30, 24\)"),
+    (lambda p: np.save(p, np.array([["a"] * 40] * 3)), "C-order float array"),
+    (lambda p: p.write_bytes(b"not numpy at all"), "not a readable .npy"),
+    (lambda p: (np.save(p, np.ones((50, 40), np.float32)),
+                p.write_bytes(p.read_bytes()[:-100])), r"truncated feature file \(8028 of 8128 bytes\)"),
+])
+def test_bad_feature_files_are_named(tmp_path, make_bad, message):
+    write_random_features(tmp_path, n_speakers=2, n_utterances=2)
+    bad = tmp_path / "id00001" / "session0" / "00000.npy"
+    make_bad(bad)
+    with pytest.raises(UserInputError, match=message) as error:
+        FeatureCorpus(tmp_path)
+    assert str(bad) in str(error.value)
+
+
+def test_float16_store_reads_as_float32(tmp_path):
+    write_random_features(tmp_path, n_speakers=1, n_utterances=1, frames=300, dtype="float16")
+    corpus = FeatureCorpus(tmp_path)
+    crop = corpus.read_crop(0, 17, 200)
+    stored = np.load(corpus.utterances[0].path)
+    assert crop.dtype == np.float32
+    np.testing.assert_array_equal(crop, stored[17:217].astype(np.float32))

@@ -103,6 +103,8 @@ class SpeakerEncoder:
             raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
         path = resolve_checkpoint(n_folder, cp_num, path)
         device = torch.device(device) if device is not None else default_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserInputError(f"device {device} requested but no CUDA GPU is available; use device='cpu'")
         model, checkpoint = load_encoder(path, device=device)
         return cls(model, device, path, checkpoint.get("epoch"), note_handler)
 

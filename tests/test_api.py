@@ -174,6 +174,9 @@ def test_cp_num_resolution(tmp_path, monkeypatch):
     torch.testing.assert_close(encoder.model.fc1, model.fc1)
     with pytest.raises(UserInputError, match=r"--cp_num 8.*: 7$"):
         SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=8)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserInputError, match="no CUDA GPU is available"):
+            SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cuda")
 
 
 # ------------------------------------------------------------------------------------------- verify.py

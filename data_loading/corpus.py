@@ -98,8 +98,12 @@ class FeatureCorpus:
 
     def read_crop(self, index: int, start: int, length: int) -> np.ndarray:
         """``length`` frames from ``start`` as float32 (length, 40); a short utterance is tiled."""
+        return self.read_stored_crop(index, start, length).astype(np.float32)
+
+    def read_stored_crop(self, index: int, start: int, length: int) -> np.ndarray:
+        """As ``read_crop`` but in the stored dtype (a read-only view; float16 stays float16)."""
         utterance = self.utterances[index]
-        return read_crop(utterance.path, start, length, utterance.layout)
+        return read_stored_crop(utterance.path, start, length, utterance.layout)
 
 
 def read_frames(path, layout: NpyLayout, start: int, count: int) -> np.ndarray:
@@ -113,11 +117,15 @@ def read_frames(path, layout: NpyLayout, start: int, count: int) -> np.ndarray:
         os.close(descriptor)
     if len(data) != count * row_bytes:
         raise UserInputError(f"{path}: truncated feature file (wanted frames {start}..{start + count})")
-    return np.frombuffer(data, dtype=layout.dtype).reshape(count, N_MELS).astype(np.float32)
+    return np.frombuffer(data, dtype=layout.dtype).reshape(count, N_MELS)
 
 
 def read_crop(path, start: int, length: int, layout: NpyLayout = None) -> np.ndarray:
-    """``length`` frames of a stored utterance from ``start``, tiled when the utterance is shorter."""
+    """``length`` float32 frames of a stored utterance from ``start``, tiled when it is shorter."""
+    return read_stored_crop(path, start, length, layout).astype(np.float32)
+
+
+def read_stored_crop(path, start: int, length: int, layout: NpyLayout = None) -> np.ndarray:
     layout = layout or read_npy_layout(path)
     if layout.n_frames >= start + length:
         return read_frames(path, layout, start, length)

@@ -91,9 +91,12 @@ def crops_tensor(corpus: FeatureCorpus, utterances, starts, length: int) -> torc
     """(n, 1, 40, length) float32 crops, each with its mean over time subtracted."""
     if len(utterances) == 0:
         return torch.zeros(0, 1, N_MELS, length)
-    crops = np.stack([corpus.read_crop(utt, start, length) for utt, start in zip(utterances, starts)])
-    crops -= crops.mean(axis=1, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 2, 1)[:, None]))
+    crops = torch.empty(len(utterances), 1, N_MELS, length)
+    frames_last = crops.numpy()[:, 0]
+    for row, (utt, start) in enumerate(zip(utterances, starts)):
+        frames_last[row] = corpus.read_stored_crop(utt, start, length).T  # one converting copy
+    frames_last -= frames_last.mean(axis=2, keepdims=True)
+    return crops
 
 
 class EpisodeDataset(torch.utils.data.Dataset):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_loading.files import UserInputError
+from data_loading.files import UserInputError, read_npy_header
 from feat_extract.feature_extraction import N_MELS
 
 
@@ -41,13 +41,8 @@ class Utterance:
 def read_npy_layout(path, n_mels: int = N_MELS) -> NpyLayout:
     """Validate a feature file from its header alone: 2-d (frames >= 1, n_mels) float C-order, whole."""
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read_header(handle)
-            offset = handle.tell()
-    except (OSError, ValueError) as error:
+        shape, fortran_order, dtype, offset = read_npy_header(path)
+    except (OSError, ValueError, EOFError) as error:
         raise UserInputError(f"{path}: not a readable .npy feature file ({error})") from None
     if dtype.kind != "f" or fortran_order:
         raise UserInputError(f"{path}: features must be a C-order float array, found {dtype}")

@@ -33,6 +33,18 @@ def atomic_path(path, suffix=""):
             os.unlink(tmp_name)
 
 
+def read_npy_header(path):
+    """(shape, fortran_order, dtype, data offset) of a ``.npy`` file, read from its header alone.
+
+    Raises OSError/ValueError (and EOFError) for files that are missing or not ``.npy``."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read_header(handle)
+        return shape, fortran_order, dtype, handle.tell()
+
+
 def save_npy(path, array: np.ndarray) -> None:
     with atomic_path(path, ".npy") as tmp:
         np.save(tmp, array)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data_loading.corpus import FeatureCorpus
-from data_loading.files import UserInputError
+from data_loading.files import UserInputError, read_npy_header
 from feat_extract.feature_extraction import N_MELS
 from model.resnet import ResNet
 
@@ -29,11 +29,7 @@ LOAD_ERRORS = (ValueError, EOFError, OSError, TypeError)
 def feature_shape(path) -> tuple:
     """(frames, filters) of a stored ``.npy`` read from its header; a clear error if it is not one."""
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(handle)
+        shape, _, dtype, _ = read_npy_header(path)
     except FileNotFoundError:
         raise UserInputError(f"{path}: feature file not found") from None
     except LOAD_ERRORS as error:

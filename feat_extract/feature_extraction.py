@@ -124,13 +124,9 @@ def kaldi_jobs(wav_scp, utt2spk, feat_root) -> list:
 
 def is_complete_feature(path) -> bool:
     """True when ``path`` is a whole (frames, 40) .npy: header readable and file size matching it."""
+    from data_loading.files import read_npy_header
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(handle)
-            data_start = handle.tell()
+        shape, _, dtype, data_start = read_npy_header(path)
         expected = data_start + int(np.prod(shape)) * dtype.itemsize
         return len(shape) == 2 and shape[1] == N_MELS and os.path.getsize(path) == expected
     except (OSError, ValueError, EOFError):

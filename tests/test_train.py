@@ -1,0 +1,147 @@
+"""train.py: the paper's flags, each loss type trains, checkpoint/log/plot contents, clear config errors."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import configure
+import train
+import trainer
+from data_loading.episodes import EpisodeConfig
+from data_loading.files import UserInputError
+from model.model import background_resnet
+from tests.conftest import ROOT, write_random_features
+
+FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
+TINY = ["--channels", "4", "--nb_class_train", "3", "--n_episode", "4", "--workers", "0", "--seed", "1"]
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(configure, "save_path", configure.save_path)  # main() sets them module-wide
+    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
+    write_random_features(tmp_path / "data" / FEATURES, n_speakers=6, n_utterances=5, frames=(150, 300))
+    return tmp_path
+
+
+def run_train(root, *flags):
+    train.main(["--save_path", str(root / "data"), "--model_dir", str(root / "models"), *TINY, *flags])
+    return root / "models" / "baseline_000"
+
+
+def test_the_papers_command_lines_parse_with_their_defaults():
+    parser = train.build_parser()
+    args = parser.parse_args("--loss_type prototypical --use_GC True --n_shot 1 --n_query 2 "
+                             "--use_variable True --nb_class_train 100".split())
+    config = trainer.resolve_config(args)
+    assert (config["loss_type"], config["use_GC"], config["n_shot"], config["n_query"],
+            config["use_variable"], config["nb_class_train"]) == ("prototypical", True, 1, 2, True, 100)
+    softmax = trainer.resolve_config(parser.parse_args(["--loss_type", "softmax"]))
+    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 0
+    defaults = trainer.resolve_config(parser.parse_args([]))
+    assert defaults["nb_class_train"] == 100 and defaults["max_epoch"] == 100 and defaults["lr"] == 0.1
+    assert (defaults["data_type"], defaults["cp_num"], defaults["use_checkpoint"]) == ("vox2", 100, False)
+    assert parser.parse_args(["--use_GC", "no", "--use_checkpoint", "1"]).use_GC is False
+
+
+def test_episodes_per_epoch_follow_the_paper():
+    episode = EpisodeConfig(n_way=3, n_shot=1, n_query=2)
+    assert trainer.episodes_per_epoch(30, episode) == 30 // 9
+    assert trainer.episodes_per_epoch(1_092_009, EpisodeConfig(100, 1, 2)) == 3640
+    assert trainer.episodes_per_epoch(30, episode, n_episode=7) == 7
+    with pytest.raises(UserInputError, match="8 training utterances are fewer than one episode needs"):
+        trainer.episodes_per_epoch(8, episode)
+
+
+def read_log(folder):
+    with open(folder / "train_log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("loss_type", ["prototypical", "softmax"])
+def test_each_loss_type_trains_and_writes_checkpoints_logs_and_curves(data_root, loss_type, capsys):
+    folder = run_train(data_root, "--loss_type", loss_type, "--max_epoch", "2")
+    rows = read_log(folder)
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    parts = ("loss", "loss_e", "loss_g", "acc_e", "acc_g") if loss_type == "prototypical" else ("loss", "loss_g", "acc_g")
+    for row in rows:
+        assert all(math.isfinite(float(row[key])) for key in parts + ("seconds", "samples_per_s"))
+        assert float(row["lr"]) == 0.1 and 0 <= float(row["acc_g"]) <= 100
+    if loss_type == "prototypical":
+        assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["loss_e"]) + float(rows[0]["loss_g"]), abs=2e-6)
+    else:
+        assert rows[0]["loss_e"] == "" and rows[0]["loss"] == rows[0]["loss_g"]
+    checkpoint = torch.load(folder / "checkpoint_002.pth", weights_only=True)
+    assert {"epoch", "state_dict", "optimizer", "scheduler", "config", "rng", "sampler"} <= checkpoint.keys()
+    assert checkpoint["epoch"] == 2 and checkpoint["sampler"] == {"seed": 1, "epoch": 3}
+    assert checkpoint["state_dict"]["weight"].shape == (6, 256)
+    assert checkpoint["config"] == json.loads((folder / "config.json").read_text())
+    assert checkpoint["config"]["loss_type"] == loss_type and checkpoint["config"]["channels"] == 4
+    torch.manual_seed(1)
+    initial = background_resnet(6, "resnet34", 4).state_dict()
+    assert not torch.equal(initial["fc1"], checkpoint["state_dict"]["fc1"])  # it trained
+    png = (folder / "train_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1000
+    out = capsys.readouterr().out
+    assert f"Epoch 2: loss {rows[1]['loss']}" in out and "global" in out
+    assert not list(folder.glob(".*tmp*"))
+
+
+def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
+    import random
+    torch.manual_seed(3), np.random.seed(3), random.seed(3), np.random.standard_normal(), random.gauss(0, 1)
+    trainer.save_checkpoint(tmp_path / "rng.pth", rng=trainer.capture_rng_state())
+    expected = (random.random(), random.gauss(0, 1), np.random.standard_normal(3), torch.rand(2))
+    trainer.restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng"])
+    again = (random.random(), random.gauss(0, 1), np.random.standard_normal(3), torch.rand(2))
+    assert expected[:2] == again[:2]
+    assert np.array_equal(expected[2], again[2]) and torch.equal(expected[3], again[3])
+
+
+def test_an_old_three_key_checkpoint_fine_tunes(data_root, capsys):
+    torch.manual_seed(0)
+    encoder = background_resnet(6, "resnet34", 4)
+    foreign = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
+    path = data_root / "models" / "baseline_000" / "checkpoint_005.pth"
+    trainer.save_checkpoint(path, epoch=5, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
+    folder = run_train(data_root, "--use_checkpoint", "True", "--cp_num", "5", "--max_epoch", "6")
+    assert [row["epoch"] for row in read_log(folder)] == ["6"]
+    assert torch.load(folder / "checkpoint_006.pth", weights_only=True)["epoch"] == 6
+    captured = capsys.readouterr()
+    assert "epochs 6..6" in captured.out and "does not fit this model; starting with fresh momentum" in captured.err
+
+
+def test_mismatched_width_and_missing_cp_num_are_clear_errors(data_root):
+    path = data_root / "models" / "baseline_000" / "checkpoint_002.pth"
+    trainer.save_checkpoint(path, epoch=2, state_dict=background_resnet(6, "resnet34", 8).state_dict())
+    with pytest.raises(UserInputError, match="has width 8 .--channels. but this run uses --channels 4"):
+        run_train(data_root, "--use_checkpoint", "True", "--cp_num", "2")
+    with pytest.raises(UserInputError, match=r"--cp_num 9.*: 2$"):
+        run_train(data_root, "--use_checkpoint", "True", "--cp_num", "9")
+    with pytest.raises(UserInputError, match="--n_query must be at least 1"):
+        run_train(data_root, "--n_query", "0")
+
+
+def run_script(*flags):
+    return subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+
+
+def test_bad_configurations_exit_2_with_one_line(data_root):
+    common = ["--save_path", str(data_root / "data"), "--model_dir", str(data_root / "models"), "--channels", "4"]
+    too_many = run_script(*common, "--nb_class_train", "10")
+    assert too_many.returncode == 2 and too_many.stdout == ""
+    assert too_many.stderr.strip().splitlines() == [
+        "error: an episode needs 10 speakers with at least 3 utterances (n_shot + n_query), "
+        "but the corpus has 6 such speakers out of 6"]
+    trainer.save_checkpoint(data_root / "models" / "baseline_000" / "checkpoint_004.pth", epoch=4,
+                            state_dict=background_resnet(7, "resnet34", 4).state_dict(), optimizer={})
+    wrong = run_script(*common, "--nb_class_train", "3", "--use_checkpoint", "True", "--cp_num", "4")
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "checkpoint_004.pth was trained for 7 classes but the training data has 6 speakers" in wrong.stderr

@@ -180,13 +180,3 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
             module.__class__ = CpuSyncBatchNorm
     return model
 
-
-def all_ranks_agree(value: float, ctx: DistContext) -> float:
-    """The mean of ``value`` over ranks (a no-op for one process)."""
-    if not ctx.enabled:
-        return value
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / ctx.world_size

@@ -145,3 +145,16 @@ def test_bad_configurations_exit_2_with_one_line(data_root):
     wrong = run_script(*common, "--nb_class_train", "3", "--use_checkpoint", "True", "--cp_num", "4")
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
     assert "checkpoint_004.pth was trained for 7 classes but the training data has 6 speakers" in wrong.stderr
+
+
+def test_learning_rate_drops_tenfold_after_four_epochs_without_improvement():
+    encoder = background_resnet(3, "resnet18", 2)
+    optimizer = trainer.build_optimizer(encoder, 0.1)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
+    assert optimizer.defaults["weight_decay"] == 1e-4
+    scheduler = trainer.build_scheduler(optimizer)
+    lrs = []
+    for loss in [5.0, 5.0, 5.0, 5.0, 5.0, 4.0]:  # best 5.0, then 4 epochs no better than 5.0 * (1 - 1e-4)
+        scheduler.step(loss)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01])

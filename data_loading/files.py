@@ -5,11 +5,21 @@ so a kill at any instant leaves either the old complete file or the new complete
 """
 import contextlib
 import os
+import pickle  # only for its exception type: nothing here unpickles
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = current_umask()
 
 
 class UserInputError(Exception):
@@ -23,6 +33,7 @@ def atomic_path(path, suffix=""):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield Path(tmp_name)
         with open(tmp_name, "rb") as handle:
@@ -67,6 +78,14 @@ def torch_load(path, map_location="cpu"):
         raise UserInputError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # pickle.UnpicklingError, RuntimeError, EOFError ...
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "global" not in message.lower():  # not a refused object: the bytes are not a checkpoint
+            reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise UserInputError(f"{path}: not a loadable weights-only checkpoint (corrupt or not a "
+                                 f"PyTorch file: {reason})") from None
+        raise UserInputError(f"{path}: not a loadable weights-only checkpoint (it holds pickled objects "
+                             "other than weights, which could run code; refused)") from None
+    except Exception as error:  # RuntimeError (not a zip/pickle), EOFError (truncated) ...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None

@@ -1,5 +1,6 @@
 """What EER_full.py, EER_short.py and identification.py share: model flags, loading, reports, files."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ def load_model(args):
     """(model in eval mode on args.device, checkpoint path, output folder) for the parsed flags."""
     check_positive(args, "batch_size")
     path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    numbered = re.fullmatch(r"checkpoint_(\d+)\.pth", path.name)
+    if args.checkpoint and numbered:  # result files carry the checkpoint's own number
+        args.cp_num = int(numbered.group(1))
     model, _ = load_encoder(path, args.device)
     out_dir = Path(args.out_dir) if args.out_dir else path.parent
     print(f"checkpoint: {path} ({model.backbone}, width {model.channels}, "

@@ -31,3 +31,19 @@ def test_missing_cp_num_lists_existing(tmp_path, monkeypatch):
     assert resolve_checkpoint(0, 2) == tmp_path / "baseline_000" / "checkpoint_002.pth"
     with pytest.raises(UserInputError, match=r"--cp_num 7.*: 1, 2, 5$"):
         resolve_checkpoint(0, 7)
+
+
+def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path):
+    from data_loading.files import torch_load
+    (tmp_path / "bad.pth").write_bytes(b"garbage bytes")
+    with pytest.raises(UserInputError, match="bad.pth: not a loadable weights-only checkpoint "
+                                             r"\(corrupt or not a PyTorch file"):
+        torch_load(tmp_path / "bad.pth")
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    import os
+    from data_loading.files import UMASK, write_text
+    write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert os.listdir(tmp_path) == ["a.txt"]

@@ -24,6 +24,15 @@ CASES = {  # name -> train.py flags (5 ways: the 2 ranks hold 2 and 3 classes)
     "softmax": ["--loss_type", "softmax", "--nb_class_train", "5", "--n_shot", "2"],
 }
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -124,7 +133,7 @@ def single(tmp_path, *flags):
     command = [sys.executable, "train.py", "--save_path", str(tmp_path / "data"), "--channels", "4",
                "--n_episode", "1", "--workers", "0", *flags]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
 
 
 def log_rows(folder):

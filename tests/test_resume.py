@@ -16,6 +16,15 @@ from tests.conftest import ROOT, write_random_features
 
 FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
@@ -59,7 +68,7 @@ def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(data_root):
 def test_sigkill_mid_epoch_resumes_from_the_last_complete_checkpoint(data_root):
     command = [sys.executable, "train.py", *flags(data_root, "killed", "--max_epoch", "2", "--workers", "0",
                                                   "--n_episode", "12")]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     folder = data_root / "killed/baseline_000"
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

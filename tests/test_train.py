@@ -21,6 +21,15 @@ from tests.conftest import ROOT, write_random_features
 FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
 TINY = ["--channels", "4", "--nb_class_train", "3", "--n_episode", "4", "--workers", "0", "--seed", "1"]
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
@@ -126,11 +135,13 @@ def test_mismatched_width_and_missing_cp_num_are_clear_errors(data_root):
         run_train(data_root, "--use_checkpoint", "True", "--cp_num", "9")
     with pytest.raises(UserInputError, match="--n_query must be at least 1"):
         run_train(data_root, "--n_query", "0")
+    with pytest.raises(UserInputError, match=r"no feature files .* under .*voxceleb1/dev/feat/train_logfbank_nfilt40"):
+        run_train(data_root, "--data_type", "vox1")  # no VoxCeleb1 features in this data root
 
 
 def run_script(*flags):
     return subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
 
 
 def test_bad_configurations_exit_2_with_one_line(data_root):

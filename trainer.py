@@ -37,6 +37,8 @@ from model.model import background_resnet
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
 TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
+OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
+                   ".config.json.*.tmp")
 CONFIG_KEYS = ("loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
                "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr")
@@ -390,8 +392,9 @@ class RunOutputs:
     def __init__(self, config: dict, start_epoch: int):
         self.folder = Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob(".*.tmp*"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)
+        for pattern in OWN_TEMPORARIES:  # left by a training process killed while writing
+            for stale in self.folder.glob(pattern):
+                stale.unlink(missing_ok=True)
         self.rows = read_train_log(self.folder / "train_log.csv", start_epoch)
         write_text(self.folder / "config.json", json.dumps(config, indent=2) + "\n")
 
@@ -436,6 +439,17 @@ def train(args) -> Path:
         destroy_process_group()
 
 
+def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
+    objective = config["loss_type"]
+    if objective == "prototypical" and config["use_GC"]:
+        objective += " + GC"
+    if start_epoch > config["max_epoch"]:
+        return f"nothing to train: the checkpoint is at epoch {start_epoch - 1} and --max_epoch is {config['max_epoch']}"
+    return (f"training {objective} on {len(corpus)} utterances of {corpus.n_speakers} speakers, "
+            f"{n_episodes} episodes/epoch, epochs {start_epoch}..{config['max_epoch']}, "
+            f"{ctx.world_size} process(es) on {device}")
+
+
 def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> Path:
     encoder = build_encoder(config, corpus.n_speakers, device, ctx)
     optimizer = build_optimizer(encoder, config["lr"])
@@ -445,9 +459,7 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
     loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
     outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
     if ctx.is_main:
-        print(f"training {config['loss_type']}{' + GC' if config['use_GC'] and config['loss_type'] == 'prototypical' else ''}"
-              f" on {len(corpus)} utterances of {corpus.n_speakers} speakers, {n_episodes} episodes/epoch,"
-              f" epochs {start_epoch}..{config['max_epoch']}, {ctx.world_size} process(es) on {device}")
+        print(describe_run(config, corpus, n_episodes, start_epoch, ctx, device), flush=True)
     samples = config["nb_class_train"] * (config["n_shot"] + config["n_query"]) * n_episodes
     for epoch in range(start_epoch, config["max_epoch"] + 1):
         sampler.set_epoch(epoch)

@@ -413,8 +413,8 @@ def prepare(args):
     config = resolve_config(args, ctx)
     configure.SAVED_MODEL_DIR = Path(config["model_dir"])
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
+    EpisodeDataset(corpus, episode_config(config), 1, config["seed"])  # enough speakers?
     n_episodes = episodes_per_epoch(len(corpus), episode_config(config), config["n_episode"])
-    EpisodeDataset(corpus, episode_config(config), n_episodes, config["seed"])  # enough speakers?
     checkpoint = path = None
     if config["use_checkpoint"]:
         path = resolve_checkpoint(config["n_folder"], config["cp_num"])

@@ -98,8 +98,17 @@ def run_main(main) -> None:
     try:
         main()
     except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def user_message(error) -> str:
+    """The message of a UserInputError; one raised in a DataLoader worker arrives wrapped in the
+    worker's traceback, whose last line is ``...UserInputError: <message>``."""
+    text = str(error)
+    if text.startswith("Caught UserInputError in DataLoader worker"):
+        return text.strip().splitlines()[-1].split("UserInputError: ", 1)[-1]
+    return text

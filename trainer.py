@@ -414,6 +414,8 @@ def prepare(args):
     configure.SAVED_MODEL_DIR = Path(config["model_dir"])
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
     EpisodeDataset(corpus, episode_config(config), 1, config["seed"])  # enough speakers?
+    if ctx.is_main:
+        report_unused_speakers(corpus, episode_config(config))
     n_episodes = episodes_per_epoch(len(corpus), episode_config(config), config["n_episode"])
     checkpoint = path = None
     if config["use_checkpoint"]:
@@ -423,6 +425,17 @@ def prepare(args):
         check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
                          config["backbone"])
     return ctx, config, corpus, n_episodes, checkpoint, path
+
+
+def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
+    """Speakers with fewer than n_shot + n_query utterances never enter an episode: say which."""
+    short = [name for name, utts in zip(corpus.speakers, corpus.by_speaker)
+             if len(utts) < episode.samples_per_class]
+    if short:
+        listed = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
+        print(f"warning: {len(short)} of {corpus.n_speakers} speakers have fewer than "
+              f"{episode.samples_per_class} utterances (n_shot + n_query) and are left out of the "
+              f"episodes (they still count as classes): {listed}", file=sys.stderr)
 
 
 def train(args) -> Path:

@@ -95,8 +95,19 @@ def crops_tensor(corpus: FeatureCorpus, utterances, starts, length: int) -> torc
     frames_last = crops.numpy()[:, 0]
     for row, (utt, start) in enumerate(zip(utterances, starts)):
         frames_last[row] = corpus.read_stored_crop(utt, start, length).T  # one converting copy
-    frames_last -= frames_last.mean(axis=2, keepdims=True)
+    means = frames_last.mean(axis=2, keepdims=True)  # (n, 40, 1): non-finite iff a crop value is
+    if not np.isfinite(means).all():
+        raise_non_finite(corpus, utterances, means)
+    frames_last -= means
     return crops
+
+
+def raise_non_finite(corpus: FeatureCorpus, utterances, means: np.ndarray) -> None:
+    """NaN/inf in a training crop: name the feature files instead of letting the loss diverge."""
+    bad = [str(corpus.utterances[utt].path) for utt, row in zip(utterances, means)
+           if not np.isfinite(row).all()]
+    raise UserInputError(f"NaN or infinite values in training features: {', '.join(sorted(set(bad)))}"
+                         " (re-extract these files)")
 
 
 class EpisodeDataset(torch.utils.data.Dataset):

@@ -219,18 +219,24 @@ def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) 
     import configure
     from data_loading.files import UserInputError
     total = ExtractionSummary()
-    found = False
+    found, empty = False, []
     for (dataset, split), (wav_folder, feat_folder) in configure.SPLITS.items():
         wav_root = Path(save_path) / wav_folder
         if not wav_root.is_dir():
             continue
         found = True
         jobs = wav_tree_jobs(wav_root, Path(save_path) / feat_folder)
+        if not jobs:  # an empty wav folder: nothing to extract (and no report) for this split
+            empty.append(str(wav_root))
+            continue
         total.merge(extract_jobs(jobs, Path(save_path) / feat_folder, workers, feat_dtype, strict,
                                  desc=f"{dataset}/{split}"))
     if not found:
         folders = ", ".join(wav for wav, _ in configure.SPLITS.values())
         raise UserInputError(f"no wav folder under {save_path} (looked for {folders}); "
+                             "run dataprep.py first (or --synthetic for a demo corpus)")
+    if not total.reports:
+        raise UserInputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(empty)}; "
                              "run dataprep.py first (or --synthetic for a demo corpus)")
     return total
 

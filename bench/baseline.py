@@ -46,8 +46,9 @@ def crops_from_pickles(paths, starts, length: int) -> torch.Tensor:
     """(n, 1, 40, length) mean-subtracted crops, each from a whole-file pickle load."""
     crops = np.stack([crop_whole(read_pickle(path)["feat"], start, length)
                       for path, start in zip(paths, starts)])
-    crops -= crops.mean(axis=1, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 2, 1)[:, None]))
+    frames_last = np.ascontiguousarray(crops.transpose(0, 2, 1))  # (n, 40, length), as the encoder wants
+    frames_last -= frames_last.mean(axis=2, keepdims=True)  # same summation order as ours: equal bits
+    return torch.from_numpy(frames_last[:, None])
 
 
 def episode_from_pickles(pickle_paths, plan) -> dict:

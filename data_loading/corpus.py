@@ -101,6 +101,36 @@ class FeatureCorpus:
         return read_stored_crop(utterance.path, start, length, utterance.layout)
 
 
+def read_frames_into(path, layout: NpyLayout, start: int, rows: np.ndarray) -> None:
+    """Fill ``rows`` (count, n_mels, stored dtype, C-contiguous) with frames from ``start``: one
+    ``os.preadv`` straight into the caller's buffer (no intermediate bytes object)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        n_read = os.preadv(descriptor, [rows], layout.offset + start * rows.strides[0])
+    finally:
+        os.close(descriptor)
+    if n_read != rows.nbytes:
+        raise UserInputError(f"{path}: truncated feature file (wanted frames {start}..{start + len(rows)})")
+
+
+def read_stored_crops(corpus, indices, starts, length: int) -> np.ndarray:
+    """(n, length, n_mels) crops of ``corpus`` utterances in their common stored dtype, tiled like
+    ``read_stored_crop``; None when the utterances are stored in different dtypes."""
+    layouts = [corpus.utterances[index].layout for index in indices]
+    if len({layout.dtype for layout in layouts}) != 1:
+        return None
+    crops = np.empty((len(layouts), length, N_MELS), dtype=layouts[0].dtype)
+    for crop, index, start, layout in zip(crops, indices, starts, layouts):
+        path = corpus.utterances[index].path
+        if layout.n_frames >= start + length:
+            read_frames_into(path, layout, int(start), crop)
+        else:  # shorter than the crop: the whole utterance, repeated
+            read_frames_into(path, layout, 0, crop[:layout.n_frames])
+            for filled in range(layout.n_frames, length, layout.n_frames):
+                crop[filled:filled + layout.n_frames] = crop[:min(layout.n_frames, length - filled)]
+    return crops
+
+
 def read_frames(path, layout: NpyLayout, start: int, count: int) -> np.ndarray:
     """Frames [start, start + count) with one positioned read: only those bytes leave the disk."""
     itemsize = np.dtype(layout.dtype).itemsize

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data_loading.corpus import FeatureCorpus, random_start
+from data_loading.corpus import FeatureCorpus, read_stored_crops
 from data_loading.files import UserInputError
 from feat_extract.feature_extraction import N_MELS
 
@@ -76,11 +76,20 @@ def plan_episode(corpus: FeatureCorpus, config: EpisodeConfig, rng: np.random.Ge
         query_frames = int(rng.integers(*QUERY_FRAMES_RANGE))
     n_support = config.n_way * config.n_shot
     lengths = np.where(np.arange(len(utterances)) < n_support, config.crop_frames, query_frames)
-    starts = np.array([random_start(rng, corpus.utterances[utt].n_frames, length)
-                       for utt, length in zip(utterances, lengths)], dtype=np.int64)
+    starts = random_starts(rng, np.array([corpus.utterances[utt].n_frames for utt in utterances]), lengths)
     label_g = np.tile(classes, config.samples_per_class).astype(np.int64)
     return EpisodePlan(utterances, starts, config.crop_frames, query_frames, label_g,
                        config.n_way, config.n_shot)
+
+
+def random_starts(rng: np.random.Generator, n_frames: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``random_start`` for every crop in one call: the same numbers from the same generator state
+    (numpy draws an array of bounds element by element, in order, exactly as scalar calls do)."""
+    starts = np.zeros(len(n_frames), dtype=np.int64)
+    longer = n_frames > lengths
+    if longer.any():
+        starts[longer] = rng.integers(0, (n_frames - lengths + 1)[longer])
+    return starts
 
 
 def episode_rng(seed: int, epoch: int, episode: int) -> np.random.Generator:
@@ -91,10 +100,14 @@ def crops_tensor(corpus: FeatureCorpus, utterances, starts, length: int) -> torc
     """(n, 1, 40, length) float32 crops, each with its mean over time subtracted."""
     if len(utterances) == 0:
         return torch.zeros(0, 1, N_MELS, length)
-    crops = torch.empty(len(utterances), 1, N_MELS, length)
+    crops = empty_crops(len(utterances), length)
     frames_last = crops.numpy()[:, 0]
-    for row, (utt, start) in enumerate(zip(utterances, starts)):
-        frames_last[row] = corpus.read_stored_crop(utt, start, length).T  # one converting copy
+    stored = read_stored_crops(corpus, utterances, starts, length)  # (n, length, 40), one preadv each
+    if stored is not None:
+        np.copyto(frames_last, stored.transpose(0, 2, 1))  # one batched converting transpose
+    else:  # utterances stored in different dtypes
+        for row, (utt, start) in enumerate(zip(utterances, starts)):
+            frames_last[row] = corpus.read_stored_crop(utt, start, length).T
     means = frames_last.mean(axis=2, keepdims=True)  # (n, 40, 1): non-finite iff a crop value is
     if not np.isfinite(means).all():
         raise_non_finite(corpus, utterances, means)
@@ -108,6 +121,17 @@ def raise_non_finite(corpus: FeatureCorpus, utterances, means: np.ndarray) -> No
            if not np.isfinite(row).all()]
     raise UserInputError(f"NaN or infinite values in training features: {', '.join(sorted(set(bad)))}"
                          " (re-extract these files)")
+
+
+def empty_crops(n: int, length: int) -> torch.Tensor:
+    """An uninitialised (n, 1, 40, length) float32 tensor; inside a DataLoader worker it lives in
+    shared memory from the start, so sending it to the main process passes a handle instead of
+    copying it into a fresh shared segment."""
+    shape = (n, 1, N_MELS, length)
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.UntypedStorage._new_shared(4 * n * N_MELS * length)
+    return torch.empty(0).set_(storage, 0, shape)
 
 
 class EpisodeDataset(torch.utils.data.Dataset):

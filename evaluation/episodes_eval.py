@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from data_loading.corpus import FeatureCorpus, random_start
 from data_loading.episodes import EpisodeConfig, check_episode_config
+from data_loading.files import UserInputError
 from evaluation.embedding import embed_crops
 
 
@@ -64,7 +65,11 @@ class CorpusCrops:
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.corpus.read_crop(int(self.utterances[index]), int(self.starts[index]), self.length)
+        crop = self.corpus.read_crop(int(self.utterances[index]), int(self.starts[index]), self.length)
+        if not np.isfinite(crop).all():
+            path = self.corpus.utterances[int(self.utterances[index])].path
+            raise UserInputError(f"{path}: feature file holds NaN or infinite values (re-extract it)")
+        return crop
 
 
 def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> float:

@@ -1,24 +1,26 @@
 """Episode assembly: episodes/s and bytes read per episode, ours vs the original's pickle loads.
 
-Ours: EpisodeDataset (memory-mapped ``.npy`` crops) behind a DataLoader with worker processes.
+Ours: ``EpisodeDataset`` (each crop one ``os.preadv`` of exactly its rows, headers validated once when
+the corpus is listed), timed in the main process and behind a DataLoader with worker processes.
 Baseline: the same episode plans assembled in the main thread from whole-file float64 pickles.
-Both produce identical crops for the same plan (asserted before timing).
+Both produce bit-identical crops for the same plan (asserted before timing; float16: equal up to
+float16 rounding).
 
-Bytes read are computed analytically, not measured (the page cache cannot be dropped without root):
-the baseline reads each pickle file whole; a memory-mapped crop touches the 4 KiB pages its rows
-span, plus the first page of the file that np.load reads for the header. Kernel read-ahead on a cold
-cache is not counted.
+Bytes are measured with /proc/self/io in this process: ``rchar`` (bytes requested from the kernel)
+for one warm episode, and ``read_bytes`` (bytes fetched from disk) for one episode after its files
+were evicted from the page cache. The one-off header reads of corpus listing are reported apart, per
+utterance. The analytic count, crop rows x 40 x itemsize, must equal the measured ``rchar``.
 """
 import numpy as np
 import torch
 
 from bench.baseline import episode_from_pickles, pickle_path
+from bench.io_counters import bytes_read, cold_bytes_read
 from bench.report import Result
 from bench.timing import median_seconds
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset
 
-PAGE = 4096
 EPISODE = EpisodeConfig(n_way=100, n_shot=1, n_query=2, variable_query=True)
 
 
@@ -30,36 +32,24 @@ def assert_same_crops(ours: dict, baseline: dict, exact: bool) -> None:
             torch.testing.assert_close(ours[key].float(), baseline[key].float(), atol=2e-2, rtol=1e-2)
 
 
-def data_offset(path) -> int:
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        read_header(handle)
-        return handle.tell()
-
-
-def crop_pages(offset: int, row_bytes: int, start: int, length: int) -> set:
-    first = offset + start * row_bytes
-    last = first + length * row_bytes - 1
-    return set(range(first // PAGE, last // PAGE + 1))
-
-
-def mmap_bytes_per_episode(corpus: FeatureCorpus, plan) -> tuple:
-    """(bytes in touched pages, bytes of the crop rows themselves) for one episode plan."""
-    row_bytes = np.load(corpus.utterances[0].path, mmap_mode="r").dtype.itemsize * 40
-    page_total = data_total = 0
-    for position, (utt, start) in enumerate(zip(plan.utterances, plan.starts)):
-        length = plan.support_frames if position < plan.n_support else plan.query_frames
-        offset = data_offset(corpus.utterances[utt].path)
-        pages = crop_pages(offset, row_bytes, start, length) | {0}
-        page_total += len(pages) * PAGE
-        data_total += length * row_bytes
-    return page_total, data_total
+def crop_row_bytes(corpus: FeatureCorpus, plan) -> int:
+    """Bytes of the crop rows an episode needs: what our reader requests (analytic; an utterance
+    shorter than its crop is read whole once and tiled in memory)."""
+    row_bytes = np.dtype(corpus.utterances[0].layout.dtype).itemsize * 40
+    lengths = np.where(np.arange(len(plan.utterances)) < plan.n_support, plan.support_frames, plan.query_frames)
+    n_frames = np.array([corpus.utterances[utt].n_frames for utt in plan.utterances])
+    return int(row_bytes * np.minimum(lengths, n_frames).sum())
 
 
 def pickle_bytes_per_episode(pickle_paths, plan) -> int:
     return sum(pickle_paths[utt].stat().st_size for utt in plan.utterances)
+
+
+def startup_bytes_per_utterance(root) -> float:
+    """Bytes requested while listing a corpus (one header read per file), per utterance."""
+    listed = []
+    requested = bytes_read(lambda: listed.append(FeatureCorpus(root)))
+    return None if requested is None else requested / len(listed[0])
 
 
 def loader_of(dataset, workers: int):
@@ -73,28 +63,60 @@ def drain(loader) -> None:
         pass
 
 
+def measured_bytes(corpus, dataset, pickle_paths, plan, index: int) -> dict:
+    """Warm (requested) and cold (from disk) bytes of episode ``index``, ours and the baseline's."""
+    ours_paths = [corpus.utterances[utt].path for utt in plan.utterances]
+    their_paths = [pickle_paths[utt] for utt in plan.utterances]
+    return {
+        "ours": bytes_read(lambda: dataset[index]),
+        "baseline": bytes_read(lambda: episode_from_pickles(pickle_paths, plan)),
+        "ours_cold": cold_bytes_read(ours_paths, lambda: dataset[index]),
+        "baseline_cold": cold_bytes_read(their_paths, lambda: episode_from_pickles(pickle_paths, plan)),
+    }
+
+
+def bytes_results(store, dtype: str, corpus, dataset, pickle_paths) -> list:
+    plan = dataset.plan(0)
+    measured = measured_bytes(corpus, dataset, pickle_paths, plan, 0)
+    rows = crop_row_bytes(corpus, plan)
+    if measured["ours"] is None:  # no /proc/self/io: the analytic counts
+        measured.update(ours=rows, baseline=pickle_bytes_per_episode(pickle_paths, plan))
+    header = startup_bytes_per_utterance(store.root(dtype))
+    cold = ("cold cache: n/a" if measured["ours_cold"] is None else
+            f"cold cache from disk {measured['ours_cold']:,} B vs {measured['baseline_cold']:,} B")
+    results = [Result(f"bytes_per_episode_{dtype}", measured["ours"], "bytes", measured["baseline"], False,
+                      6.0 if dtype == "float32" else 12.0,
+                      f"requested (/proc/self/io rchar); crop rows {rows:,} B; {cold}")]
+    if header is not None:
+        results.append(Result(f"startup_bytes_per_utterance_{dtype}", header, "bytes", None, False, None,
+                              "one-off .npy header read per file when the corpus is listed"))
+    return results
+
+
+def speed_results(dtype: str, dataset, pickle_paths, n_episodes: int, repeats: int, workers: int) -> list:
+    baseline = n_episodes / median_seconds(  # planning included, as in our dataset's __getitem__
+        lambda: [episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes)], repeats)
+    in_process = n_episodes / median_seconds(lambda: [dataset[i] for i in range(n_episodes)], repeats)
+    shape = "100-way 1-shot 2-query; baseline: main-thread float64 pickles"
+    results = [Result(f"episodes_per_s_{dtype}_in_process", in_process, "episodes/s", baseline, True, 3.0,
+                      f"{shape}; ours in the main thread too")]
+    if workers > 0:
+        loader = loader_of(dataset, workers)
+        drain(loader)  # start the workers
+        with_workers = n_episodes / median_seconds(lambda: drain(loader), repeats)
+        del loader
+        results.append(Result(f"episodes_per_s_{dtype}_{workers}_workers", with_workers, "episodes/s",
+                              baseline, True, 3.0,
+                              f"{shape}; DataLoader; {with_workers / in_process:.2f}x in-process"))
+    return results
+
+
 def episode_results(store, dtype: str, n_episodes: int, repeats: int, workers: int, seed=0) -> list:
     corpus = FeatureCorpus(store.root(dtype))
     dataset = EpisodeDataset(corpus, EPISODE, n_episodes=n_episodes, seed=seed)
-    float32_corpus = FeatureCorpus(store.float32)
-    pickle_paths = [pickle_path(store, utt.path) for utt in float32_corpus.utterances]
-    plans = [dataset.plan(index) for index in range(n_episodes)]
+    pickle_paths = [pickle_path(store, utt.path) for utt in FeatureCorpus(store.float32).utterances]
     for index in range(min(2, n_episodes)):
-        assert_same_crops(dataset[index], episode_from_pickles(pickle_paths, plans[index]),
+        assert_same_crops(dataset[index], episode_from_pickles(pickle_paths, dataset.plan(index)),
                           exact=dtype == "float32")
-    loader = loader_of(dataset, workers)
-    drain(loader)  # start the workers and warm the page cache
-    ours = n_episodes / median_seconds(lambda: drain(loader), repeats)
-    baseline = n_episodes / median_seconds(  # planning included, as in our dataset's __getitem__
-        lambda: [episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes)], repeats)
-    del loader
-    page_bytes, data_bytes = np.mean([mmap_bytes_per_episode(corpus, plan) for plan in plans], axis=0)
-    pickle_bytes = np.mean([pickle_bytes_per_episode(pickle_paths, plan) for plan in plans])
-    return [
-        Result(f"episodes_per_s_{dtype}", ours, "episodes/s", baseline, True, 3.0,
-               f"100-way 1-shot 2-query, {workers} workers; baseline: main-thread float64 pickles"),
-        Result(f"bytes_per_episode_{dtype}", page_bytes, "bytes", pickle_bytes, False,
-               6.0 if dtype == "float32" else 12.0,
-               f"4 KiB pages touched (analytic); crop rows alone {data_bytes:,.0f} B "
-               f"= {pickle_bytes / data_bytes:.1f}x less"),
-    ]
+    return (bytes_results(store, dtype, corpus, dataset, pickle_paths)
+            + speed_results(dtype, dataset, pickle_paths, n_episodes, repeats, workers))

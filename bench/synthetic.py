@@ -61,14 +61,15 @@ def tree_bytes(root: Path, pattern: str) -> int:
     return sum(path.stat().st_size for path in Path(root).glob(pattern))
 
 
-def write_wavs(root, n_files=8, seconds=8.0, seed=0) -> list:
-    """``n_files`` int16 16 kHz mono wavs of noisy tones under ``root/<spk>/<session>/<utt>.wav``."""
+def write_wavs(root, n_files=8, seconds=8.0, seed=0, spread=0.0) -> list:
+    """``n_files`` int16 16 kHz mono wavs of noisy tones under ``root/<spk>/<session>/<utt>.wav``,
+    each ``seconds`` long, or uniform in ``seconds * [1 - spread, 1 + spread]``."""
     import soundfile as sf
     rng = np.random.default_rng(seed)
     paths = []
-    n_samples = int(seconds * SAMPLE_RATE)
-    time = np.arange(n_samples) / SAMPLE_RATE
     for index in range(n_files):
+        n_samples = int(seconds * rng.uniform(1 - spread, 1 + spread) * SAMPLE_RATE)
+        time = np.arange(n_samples) / SAMPLE_RATE
         tone = np.sin(2 * np.pi * rng.uniform(100, 400) * time)
         signal = 0.3 * tone + 0.05 * rng.standard_normal(n_samples)
         path = Path(root) / f"id{index:05d}" / "session0" / "00000.wav"

@@ -1,10 +1,11 @@
 """Training throughput (crops per second) of the full-width encoder (ResNet-34, channels 32).
 
-Ours: episodes from a DataLoader with worker processes (pinned memory on GPU) overlapping the step;
-on GPU also channels-last, cuDNN autotuning and, with ``amp``, bfloat16 autocast.
-Baseline: the original loop, each episode assembled from whole float64 pickles in the loop's own
-thread, float32, default memory format. Both run the same prototypical + GC step on the same plans
-(support and query through the encoder in two forward passes, as the original).
+Both run the project's real step (``trainer.build_encoder`` / ``build_step`` / ``build_optimizer`` /
+``train_step``: prototypical + GC, support and query in two forward passes, SGD) on the same plans.
+Ours: episodes from ``trainer.build_loader`` (DataLoader workers, pinned memory on GPU) overlapping
+the step; on GPU cuDNN autotuning and, with ``amp``, bfloat16 autocast (channels-last comes with
+build_encoder on GPU, for both). Baseline: the original loop, each episode assembled from whole
+float64 pickles in the loop's own thread, fp32.
 
 On GPU the model FLOPs utilisation (MFU) assumes GMAC_PER_CROP per 200-frame crop forward (scaled by
 frames), x3 for forward + backward, 2 FLOPs per MAC, against the card's dense peak (PEAK_TFLOPS).
@@ -13,12 +14,12 @@ import time
 
 import torch
 
+import trainer
 from bench.baseline import episode_from_pickles, pickle_path
-from bench.episodes_bench import loader_of
 from bench.report import Result
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset
-from model.loss import EpisodeObjective
+from distributed import DistContext
 from model.model import background_resnet
 
 GMAC_PER_CROP = 2.4
@@ -46,29 +47,12 @@ def measured_gmac_per_crop(channels: int = 32, frames: int = 200) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-class Trainer:
-    def __init__(self, n_classes: int, device, amp: bool, channels_last: bool):
-        torch.manual_seed(0)
-        self.model = background_resnet(num_classes=n_classes, channels=32).to(device).train()
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
-        self.objective = EpisodeObjective("prototypical", use_gc=True)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        self.device, self.amp = device, amp
-
-    def to_device(self, tensor):
-        return tensor.to(self.device, non_blocking=True)
-
-    def step(self, episode: dict, n_way: int) -> None:
-        support = self.to_device(episode["support"]).contiguous(memory_format=self.memory_format)
-        query = self.to_device(episode["query"]).contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            support_embeddings, query_embeddings = self.model(support), self.model(query)
-        parts = self.objective(support_embeddings.float(), query_embeddings.float(),
-                               self.to_device(episode["label_g"]), n_way, self.model.weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        self.optimizer.step()
+def train_config(episode: EpisodeConfig, workers: int, amp: bool) -> dict:
+    """The settings trainer.build_* read: prototypical + GC at full width (train.py's defaults)."""
+    return {"loss_type": "prototypical", "use_GC": True, "nb_class_train": episode.n_way,
+            "n_shot": episode.n_shot, "n_query": episode.n_query, "use_variable": episode.variable_query,
+            "seed": 0, "backbone": "resnet34", "channels": 32, "sync_bn": False, "workers": workers,
+            "amp": amp}
 
 
 def synchronize(device) -> None:
@@ -76,15 +60,16 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_steps(trainer, episodes, n_way: int, warmup: int) -> float:
-    """Seconds for the steps after ``warmup`` (episode production included)."""
+def timed_steps(step, optimizer, episodes, device, amp: bool, warmup: int) -> float:
+    """Seconds for the training steps after ``warmup`` (episode production included)."""
     start = None
-    for index, episode in enumerate(episodes):
+    step.train()
+    for index, batch in enumerate(episodes):
         if index == warmup:
-            synchronize(trainer.device)
+            synchronize(device)
             start = time.perf_counter()
-        trainer.step(episode, n_way)
-    synchronize(trainer.device)
+        trainer.train_step(step, optimizer, batch, device, amp)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -96,18 +81,28 @@ def crops_and_frames(dataset, n_episodes: int) -> tuple:
     return crops, frames
 
 
-def run_loop(store, config, steps, warmup, workers, device, ours: bool, amp: bool = False):
-    """(crops/s, achieved FLOP/s) of ``steps`` timed training steps."""
-    corpus = FeatureCorpus(store.float32)
-    dataset = EpisodeDataset(corpus, config, n_episodes=warmup + steps, seed=0)
-    torch.backends.cudnn.benchmark = ours
-    trainer = Trainer(corpus.n_speakers, device, amp=amp and ours, channels_last=ours and device.type == "cuda")
+def episode_source(store, corpus, config: dict, n_episodes: int, device, ours: bool):
+    """Ours: trainer.build_loader (DataLoader workers). Baseline: the same plans assembled from
+    whole float64 pickles in the training loop's own thread."""
     if ours:
-        episodes = loader_of(dataset, workers)
-    else:
-        pickle_paths = [pickle_path(store, utt.path) for utt in corpus.utterances]
-        episodes = (episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(len(dataset)))
-    seconds = timed_steps(trainer, episodes, config.n_way, warmup)
+        loader, _ = trainer.build_loader(corpus, config, n_episodes, DistContext(), device)
+        return loader
+    dataset = EpisodeDataset(corpus, trainer.episode_config(config), n_episodes, config["seed"])
+    pickle_paths = [pickle_path(store, utt.path) for utt in corpus.utterances]
+    return (episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes))
+
+
+def run_loop(store, episode, steps, warmup, workers, device, ours: bool, amp: bool = False):
+    """(crops/s, achieved FLOP/s) of ``steps`` timed trainer.train_step calls after ``warmup``."""
+    corpus = FeatureCorpus(store.float32)
+    config = train_config(episode, workers, amp and ours)
+    torch.backends.cudnn.benchmark = ours
+    encoder = trainer.build_encoder(config, corpus.n_speakers, device, DistContext())
+    step = trainer.build_step(encoder, config, DistContext(), device)
+    optimizer = trainer.build_optimizer(encoder, lr=0.01)
+    episodes = episode_source(store, corpus, config, warmup + steps, device, ours)
+    seconds = timed_steps(step, optimizer, episodes, device, config["amp"], warmup)
+    dataset = EpisodeDataset(corpus, episode, n_episodes=warmup + steps, seed=0)
     crops, frames = crops_and_frames(dataset, warmup + steps)
     timed_fraction = steps / (warmup + steps)  # steps differ only in query length: close enough
     flops = GMAC_PER_CROP * 1e9 * (frames / 200) * timed_fraction * 3 * 2

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from bench import baseline
-from bench.episodes_bench import EPISODE, assert_same_crops, crop_pages, mmap_bytes_per_episode
+from bench.episodes_bench import (EPISODE, assert_same_crops, crop_row_bytes, loader_of, measured_bytes,
+                                  pickle_bytes_per_episode, startup_bytes_per_utterance)
+from bench.io_counters import io_counter
 from bench.report import Result, markdown_table, text_table
 from bench.synthetic import write_feature_store
-from data_loading.corpus import FeatureCorpus
-from data_loading.episodes import EpisodeConfig, EpisodeDataset
+from data_loading.corpus import FeatureCorpus, random_start, read_stored_crop, read_stored_crops
+from data_loading.episodes import EpisodeConfig, EpisodeDataset, random_starts
 from evaluation.metrics import compute_eer
 from evaluation.short_utterance import make_short_trials, score_short_trials
 from model.model import background_resnet
@@ -52,17 +54,45 @@ def test_baseline_episodes_equal_ours(store, dtype):
             assert torch.equal(ours["query"], theirs["query"])  # bit-identical, not just close
 
 
-def test_page_count_by_hand(store):
-    # 128-byte header, 160-byte float32 rows: rows 0..199 span bytes 128..32127 -> pages 0..7
-    assert crop_pages(128, 160, 0, 200) == set(range(8))
-    # rows 100..299: bytes 16128..48127 -> pages 3..11
-    assert crop_pages(128, 160, 100, 200) == set(range(3, 12))
+def test_bytes_per_episode_measured_equal_the_crop_rows(store):
     corpus = FeatureCorpus(store.float32)
-    plan = EpisodeDataset(corpus, EpisodeConfig(10, 1, 2, True), 1, seed=0).plan(0)
-    pages, rows = mmap_bytes_per_episode(corpus, plan)
-    assert rows == 160 * (10 * 200 + 20 * plan.query_frames)
-    assert rows <= pages <= rows + 30 * 3 * 4096   # at most header page + 2 partial pages per crop
+    dataset = EpisodeDataset(corpus, EpisodeConfig(10, 1, 2, True), 1, seed=0)
+    plan = dataset.plan(0)
+    n_frames = [corpus.utterances[utt].n_frames for utt in plan.utterances]
+    lengths = [200] * 10 + [plan.query_frames] * 20
+    rows = crop_row_bytes(corpus, plan)  # a short utterance is read whole once, then tiled
+    assert rows == 160 * sum(min(frames, length) for frames, length in zip(n_frames, lengths))
     assert EPISODE.n_way == 100 and EPISODE.n_query == 2 and EPISODE.variable_query
+    if io_counter("rchar") is None:
+        pytest.skip("no /proc/self/io here")
+    measured = measured_bytes(corpus, dataset, pickle_paths_of(store), plan, 0)
+    assert rows <= measured["ours"] < rows + 1024          # + reading /proc/self/io itself
+    pickles = pickle_bytes_per_episode(pickle_paths_of(store), plan)
+    assert pickles <= measured["baseline"] < pickles + 30 * 1024
+    assert measured["ours_cold"] < measured["baseline_cold"]
+    # one buffered 4 KiB header read per file (+ ~130 B for reading /proc/self/io, over 36 files)
+    assert startup_bytes_per_utterance(store.float32) == pytest.approx(4096, abs=8)
+
+
+def test_batched_reads_and_starts_equal_the_one_by_one_ones(store):
+    corpus = FeatureCorpus(store.float16)
+    indices, starts = np.arange(len(corpus)), np.zeros(len(corpus), dtype=np.int64)
+    assert min(utt.n_frames for utt in corpus.utterances) < 250  # some crops are tiled
+    batched = read_stored_crops(corpus, indices, starts, 250)
+    assert batched.dtype == np.float16 and batched.shape == (36, 250, 40)
+    for index in indices:
+        np.testing.assert_array_equal(batched[index], corpus.read_stored_crop(index, 0, 250))
+    n_frames = np.array([utt.n_frames for utt in corpus.utterances])
+    lengths = np.full(len(n_frames), 300)
+    one_by_one = [random_start(rng, frames, 300) for rng in [np.random.default_rng(9)] for frames in n_frames]
+    np.testing.assert_array_equal(random_starts(np.random.default_rng(9), n_frames, lengths), one_by_one)
+
+
+def test_worker_episodes_in_shared_memory_equal_in_process_ones(store):
+    dataset = EpisodeDataset(FeatureCorpus(store.float32), EpisodeConfig(6, 1, 2, True), 2, seed=1)
+    for index, episode in enumerate(loader_of(dataset, 1)):
+        assert all(torch.equal(episode[key], dataset[index][key]) for key in episode)
+        assert episode["support"].is_shared()
 
 
 def test_eer_short_batched_scores_equal_per_trial_baseline(store):

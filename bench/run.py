@@ -33,7 +33,7 @@ class Sizes:
     eer_channels: int = 8
     wavs: int = 64
     train_config: EpisodeConfig = EpisodeConfig(n_way=10, n_shot=1, n_query=2, variable_query=True)
-    train_steps: int = 3
+    train_steps: int = 2
     train_warmup: int = 1
 
 

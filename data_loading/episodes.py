@@ -130,6 +130,7 @@ def empty_crops(n: int, length: int) -> torch.Tensor:
     shape = (n, 1, N_MELS, length)
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape)
+    # the same allocation torch's own default_collate makes for batches built in workers
     storage = torch.UntypedStorage._new_shared(4 * n * N_MELS * length)
     return torch.empty(0).set_(storage, 0, shape)
 

@@ -136,7 +136,8 @@ def write_tiny_corpus(root, n_files=400, seconds=1.0):
 
 
 def feature_files(root):
-    return sorted((Path(root) / TEST_FEAT).rglob("*.npy"))
+    """Finished feature files (a killed worker's hidden ``.<name>.*.tmp.npy`` does not count)."""
+    return sorted(p for p in (Path(root) / TEST_FEAT).rglob("*.npy") if not p.name.startswith("."))
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):

@@ -1,0 +1,112 @@
+"""The whole system on the built-in synthetic corpus, on CPU, in a few minutes.
+
+    python demo.py [--out demo_out] [--max_epoch 8] [--n_episode 40] [--channels 8]
+
+Runs the real commands one after another (each is printed before it runs): synthetic corpus ->
+feature extraction -> train.py (prototypical + GC, thin encoder) -> EER_full.py, EER_short.py
+(1 s and 2 s) and identification.py, for the trained model and for the same encoder untrained, then
+prints one table of the results (also written to <out>/results.md).
+"""
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import configure
+from data_loading.files import write_text
+from model.checkpoint import save_checkpoint
+from model.model import background_resnet
+
+TEST_LENGTHS = (100, 200)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="demo_out", help="folder for data, checkpoints and results")
+    parser.add_argument("--n_speakers", type=int, default=40, help="training speakers")
+    parser.add_argument("--n_test_speakers", type=int, default=10, help="unseen test speakers")
+    parser.add_argument("--max_epoch", type=int, default=8)
+    parser.add_argument("--n_episode", type=int, default=40, help="episodes per epoch")
+    parser.add_argument("--nb_class_train", type=int, default=20, help="speakers per episode")
+    parser.add_argument("--channels", type=int, default=8, help="encoder width (the paper's is 32)")
+    parser.add_argument("--nb_episode", type=int, default=100, help="identification episodes")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def run(command: list) -> None:
+    """Run one project command, showing it first; stop the demo if it fails."""
+    print(f"\n$ python {shlex.join(command)}", flush=True)
+    started = time.time()
+    completed = subprocess.run([sys.executable] + command, cwd=configure.PROJECT_ROOT)
+    if completed.returncode != 0:
+        sys.exit(f"error: demo step failed with exit code {completed.returncode}: {shlex.join(command)}")
+    print(f"({command[0]}: {time.time() - started:.0f} s)", flush=True)
+
+
+def untrained_checkpoint(args, model_dir: Path) -> Path:
+    """The same encoder before any training (epoch 0), as the table's reference column."""
+    torch.manual_seed(args.seed)
+    model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
+    path = model_dir / "untrained" / "checkpoint_000.pth"
+    save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={})
+    return path
+
+
+def evaluate(checkpoint: Path, data: Path, args) -> dict:
+    """EER_full, EER_short and identification for one checkpoint; their JSON results."""
+    common = ["--checkpoint", str(checkpoint), "--save_path", str(data), "--data_type", "vox1",
+              "--seed", str(args.seed)]
+    run(["EER_full.py", *common, "--trials", str(data / "voxceleb1/test/veri_test.txt")])
+    run(["EER_short.py", *common, "--test_length", *map(str, TEST_LENGTHS)])
+    run(["identification.py", *common, "--nb_class_test", str(args.n_test_speakers),
+         "--nb_episode", str(args.nb_episode)])
+    folder, number = checkpoint.parent, checkpoint.stem.split("_")[-1]
+    return {name: json.loads((folder / f"{name}_cp{number}.json").read_text())
+            for name in ("eer_full", "eer_short", "identification")}
+
+
+def results_table(untrained: dict, trained: dict, args) -> str:
+    rows = [("EER, full utterances (%)", lambda r: r["eer_full"]["eer"]),
+            ("minDCF(0.05), full utterances", lambda r: r["eer_full"]["mindcf_0.05"])]
+    for length in TEST_LENGTHS:
+        rows.append((f"EER, {length / 100:g} s test crops (%)",
+                     lambda r, n=str(length): r["eer_short"]["by_test_length"][n]["eer"]))
+    identification = untrained["identification"]
+    rows.append((f"identification, {identification['n_way']}-way 1-shot (%)",
+                 lambda r: r["identification"]["accuracy"]))
+    lines = ["| unseen test speakers | untrained | trained |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {value(untrained):.2f} | {value(trained):.2f} |" for name, value in rows]
+    chance = 100 / identification["n_way"]
+    lines.append(f"\nChance: EER 50 %, identification {chance:.0f} %. Encoder: ResNet-34 of width "
+                 f"{args.channels}, {args.max_epoch} epochs x {args.n_episode} episodes "
+                 f"({args.nb_class_train}-way, 1 shot, 2 queries, GC).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started = time.time()
+    out = Path(args.out).resolve()
+    data, model_dir = out / "data", out / "saved_model"
+    run(["dataprep.py", "--synthetic", "--save_path", str(data), "--n_speakers", str(args.n_speakers),
+         "--n_test_speakers", str(args.n_test_speakers), "--seed", str(args.seed)])
+    run(["feat_extract/feature_extraction.py", "--save_path", str(data)])
+    run(["train.py", "--loss_type", "prototypical", "--use_GC", "True", "--n_shot", "1", "--n_query", "2",
+         "--use_variable", "True", "--nb_class_train", str(args.nb_class_train), "--data_type", "vox1",
+         "--save_path", str(data), "--model_dir", str(model_dir), "--channels", str(args.channels),
+         "--max_epoch", str(args.max_epoch), "--n_episode", str(args.n_episode), "--seed", str(args.seed)])
+    trained = evaluate(model_dir / "baseline_000" / f"checkpoint_{args.max_epoch:03d}.pth", data, args)
+    untrained = evaluate(untrained_checkpoint(args, model_dir), data, args)
+    table = results_table(untrained, trained, args)
+    write_text(out / "results.md", table + "\n")
+    print(f"\n{table}\n\nDemo finished in {time.time() - started:.0f} s; results in {out}")
+
+
+if __name__ == "__main__":
+    configure.run_main(main)

@@ -8,7 +8,6 @@ config, scheduler and RNG states). Files are read with ``weights_only=True`` and
 import re
 from pathlib import Path
 
-import torch
 
 import configure
 from data_loading.files import UserInputError, torch_load, torch_save

@@ -37,3 +37,27 @@ def write_random_features(root, n_speakers=6, n_utterances=5, frames=(150, 400),
 @pytest.fixture
 def feature_corpus(tmp_path):
     return write_random_features(tmp_path / "feat")
+
+
+TRAIN_FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models gain nothing from threads on a 2-core machine; oversubscription stalls them."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """A data root with tiny VoxCeleb2-dev training features (6 speakers x 5 utterances)."""
+    import configure
+    monkeypatch.setattr(configure, "save_path", configure.save_path)  # main() sets them module-wide
+    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
+    write_random_features(tmp_path / "data" / TRAIN_FEATURES, n_speakers=6, n_utterances=5,
+                          frames=(150, 300))
+    return tmp_path

@@ -13,7 +13,7 @@ from bench.episodes_bench import (EPISODE, assert_same_crops, crop_row_bytes, lo
 from bench.io_counters import io_counter
 from bench.report import Result, markdown_table, text_table
 from bench.synthetic import write_feature_store
-from data_loading.corpus import FeatureCorpus, random_start, read_stored_crop, read_stored_crops
+from data_loading.corpus import FeatureCorpus, random_start, read_stored_crops
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, random_starts
 from evaluation.metrics import compute_eer
 from evaluation.short_utterance import make_short_trials, score_short_trials

@@ -24,13 +24,6 @@ CASES = {  # name -> train.py flags (5 ways: the 2 ranks hold 2 and 3 classes)
     "softmax": ["--loss_type", "softmax", "--nb_class_train", "5", "--n_shot", "2"],
 }
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -6,32 +6,16 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
-import configure
 import train
 from model.checkpoint import available_checkpoints
-from tests.conftest import ROOT, write_random_features
-
-FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.conftest import ROOT
 
 
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(configure, "save_path", configure.save_path)
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
-    write_random_features(tmp_path / "data" / FEATURES, n_speakers=6, n_utterances=5, frames=(150, 300))
-    return tmp_path
+
+
 
 
 def flags(root, run, *extra):

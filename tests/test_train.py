@@ -10,33 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-import configure
 import train
 import trainer
 from data_loading.episodes import EpisodeConfig
 from data_loading.files import UserInputError
 from model.model import background_resnet
-from tests.conftest import ROOT, write_random_features
+from tests.conftest import ROOT
 
-FEATURES = "voxceleb2/dev/feat/train_logfbank_nfilt40"
 TINY = ["--channels", "4", "--nb_class_train", "3", "--n_episode", "4", "--workers", "0", "--seed", "1"]
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(configure, "save_path", configure.save_path)  # main() sets them module-wide
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
-    write_random_features(tmp_path / "data" / FEATURES, n_speakers=6, n_utterances=5, frames=(150, 300))
-    return tmp_path
 
 
 def run_train(root, *flags):

@@ -93,6 +93,19 @@ def bytes_results(store, dtype: str, corpus, dataset, pickle_paths) -> list:
     return results
 
 
+def worker_counts(workers: int) -> list:
+    """1 worker and ``workers``: on few cores, N workers + the main process can oversubscribe them."""
+    return sorted({1, workers}) if workers > 0 else []
+
+
+def loader_seconds(dataset, workers: int, repeats: int) -> float:
+    loader = loader_of(dataset, workers)
+    drain(loader)  # start the workers
+    seconds = median_seconds(lambda: drain(loader), repeats)
+    del loader
+    return seconds
+
+
 def speed_results(dtype: str, dataset, pickle_paths, n_episodes: int, repeats: int, workers: int) -> list:
     baseline = n_episodes / median_seconds(  # planning included, as in our dataset's __getitem__
         lambda: [episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes)], repeats)
@@ -100,12 +113,9 @@ def speed_results(dtype: str, dataset, pickle_paths, n_episodes: int, repeats: i
     shape = "100-way 1-shot 2-query; baseline: main-thread float64 pickles"
     results = [Result(f"episodes_per_s_{dtype}_in_process", in_process, "episodes/s", baseline, True, 3.0,
                       f"{shape}; ours in the main thread too")]
-    if workers > 0:
-        loader = loader_of(dataset, workers)
-        drain(loader)  # start the workers
-        with_workers = n_episodes / median_seconds(lambda: drain(loader), repeats)
-        del loader
-        results.append(Result(f"episodes_per_s_{dtype}_{workers}_workers", with_workers, "episodes/s",
+    for count in worker_counts(workers):
+        with_workers = n_episodes / loader_seconds(dataset, count, repeats)
+        results.append(Result(f"episodes_per_s_{dtype}_{count}_workers", with_workers, "episodes/s",
                               baseline, True, 3.0,
                               f"{shape}; DataLoader; {with_workers / in_process:.2f}x in-process"))
     return results

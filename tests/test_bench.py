@@ -129,3 +129,31 @@ def test_quick_run_store_benchmark_writes_json_and_markdown(tmp_path, capsys):
     assert results["store_bytes_per_audio_s_float16"]["gain"] == pytest.approx(4.0, abs=0.05)
     assert "store_bytes_per_audio_s_float16" in capsys.readouterr().out
     assert "| store_bytes_per_audio_s_float32 |" in (tmp_path / "r.md").read_text()
+
+
+def test_extraction_workers_and_in_process_runs_use_one_blas_thread():
+    """Extraction workers must not oversubscribe the cores with BLAS threads (issue 5: 2 workers
+    on 2 cores used twice the CPU per file); the in-process run is limited too, and restored after."""
+    from threadpoolctl import threadpool_info
+
+    from feat_extract.feature_extraction import extraction_pool, single_blas_thread
+
+    def blas_threads(infos):
+        return {info["num_threads"] for info in infos if info["user_api"] == "blas"}
+
+    before = blas_threads(threadpool_info())
+    pool = extraction_pool(2)
+    try:
+        in_workers = [blas_threads(pool.apply(threadpool_info)) for _ in range(4)]
+    finally:
+        pool.terminate()
+        pool.join()
+    assert in_workers == [{1}] * 4
+    with single_blas_thread():
+        assert blas_threads(threadpool_info()) == {1}
+    assert blas_threads(threadpool_info()) == before
+
+
+def test_episode_loader_rows_cover_one_worker_and_all():
+    from bench.episodes_bench import worker_counts
+    assert worker_counts(2) == [1, 2] and worker_counts(1) == [1] and worker_counts(0) == []

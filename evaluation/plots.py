@@ -11,7 +11,7 @@ from evaluation.metrics import det_points, eer_point, min_dcf_point, roc  # noqa
 
 FIGSIZE = (6.4, 5.6)   # inches; at DPI this is 640 x 560 pixels
 DPI = 100
-TICKS_PERCENT = [0.02, 0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80]
+TICKS_PERCENT = [0.02, 0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99]
 DCF_P_TARGET = 0.01
 
 
@@ -22,19 +22,25 @@ def draw_curve(ax, name: str, labels, scores) -> dict:
     eer_index, dcf_index = eer_point(curve), min_dcf_point(curve, DCF_P_TARGET)
     eer = 100.0 * curve.false_alarm[eer_index]
     line, = ax.plot(x, y, label=f"{name} (EER {eer:.2f} %)", linewidth=1.5)
-    ax.plot(x[eer_index], y[eer_index], "o", color=line.get_color(), markersize=7)
-    ax.plot(x[dcf_index], y[dcf_index], "s", color=line.get_color(), markersize=7, fillstyle="none")
+    markers = [ax.plot(x[eer_index], y[eer_index], "o", color=line.get_color(), markersize=7)[0],
+               ax.plot(x[dcf_index], y[dcf_index], "s", color=line.get_color(), markersize=7,
+                       fillstyle="none", clip_on=False)[0]]
     labels = np.asarray(labels)
     finest = 1.0 / max(int(labels.sum()), int((labels == 0).sum()))
     return {"name": name, "x": x, "y": y, "eer_index": eer_index, "dcf_index": dcf_index,
-            "finest_rate": finest}
+            "finest_rate": finest, "markers": markers}
 
 
 def style_axes(ax, points: list) -> None:
     """Normal-deviate axes labelled in percent, from half the finest rate of the data (at least
-    0.02 %, above the clipping floor of 0 rates) to 80 %."""
+    0.02 %, above the clipping floor of 0 rates) to 80 %, or further (up to 99.8 %) when a marked
+    EER or minDCF point lies beyond 80 % (weak systems often have their minDCF at a miss rate near 1)."""
     finest = min(p["finest_rate"] for p in points)
-    low, high = norm.ppf(max(finest / 2, 2e-4)), norm.ppf(0.8)
+    marked = [p[axis][p[index]] for p in points for axis in ("x", "y") for index in ("eer_index", "dcf_index")]
+    low = norm.ppf(max(finest / 2, 2e-4))
+    high = min(max(norm.ppf(0.8), max(marked) + 0.25), norm.ppf(0.998))
+    for marker in (m for p in points for m in p["markers"]):  # a 0 % rate is drawn on the axis
+        marker.set_data(np.clip(marker.get_xdata(), low, high), np.clip(marker.get_ydata(), low, high))
     ticks = [t for t in TICKS_PERCENT if low <= norm.ppf(t / 100) <= high]
     for set_ticks, set_labels, set_lim in ((ax.set_xticks, ax.set_xticklabels, ax.set_xlim),
                                            (ax.set_yticks, ax.set_yticklabels, ax.set_ylim)):

@@ -218,3 +218,40 @@ def test_malformed_list_names_line(tmp_path):
     (tmp_path / "parts.txt").write_text("vox1_dev_wav_partaa e395d020928bc15670b570a21695ed96\n\nbroken\n")
     with pytest.raises(UserInputError, match=r"parts.txt:3: expected 2 fields"):
         download.read_parts_list(tmp_path / "parts.txt")
+
+
+def no_disk(monkeypatch, free_bytes=1000):
+    monkeypatch.setattr(download.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - free_bytes, free_bytes))
+
+
+def test_disk_space_checked_before_download(server, tmp_path, monkeypatch):
+    body = os.urandom(300_000)
+    server.files["vox1_dev_wav_partaa"] = body
+    lists = write_lists(tmp_path, {"vox1_dev_wav_partaa": body})
+    no_disk(monkeypatch)
+    with pytest.raises(UserInputError, match=r"disk space for downloading vox1_dev_wav_partaa in .*: "
+                                             r"needs 0\.00 GiB, 0\.00 GiB available"):
+        dataprep.main(["--save_path", str(tmp_path / "data"), "--download", "--base_url", server.url,
+                       "--key", "K"] + lists)
+    assert not (tmp_path / "data" / "vox1_dev_wav_partaa").exists()
+
+
+def test_disk_space_checked_before_extraction(tmp_path, monkeypatch):
+    (tmp_path / "vox1_test_wav.zip").write_bytes(wav_zip("wav", {"id10001/abcdefghijk/00001": np.zeros(40_000, np.int16)}))
+    no_disk(monkeypatch)
+    target = tmp_path / "data" / "voxceleb1/test/wav"
+    with pytest.raises(UserInputError, match=r"disk space for extracting vox1_test_wav.zip"):
+        download.extract_archive(tmp_path / "vox1_test_wav.zip", target)
+    assert not list(tmp_path.rglob("*.wav"))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (CI installs it)")
+def test_disk_space_checked_before_conversion(tmp_path, monkeypatch):
+    m4a = tmp_path / "voxceleb2/dev/aac/id00012/abcdefghijk/00001.m4a"
+    m4a.parent.mkdir(parents=True)
+    m4a.write_bytes(b"\0" * 100_000)
+    no_disk(monkeypatch)
+    with pytest.raises(UserInputError, match=r"disk space for converting to wav \(estimated\)"):
+        download.convert_aac(tmp_path, workers=1)
+    assert not (tmp_path / "voxceleb2/dev/wav").exists() or not list((tmp_path / "voxceleb2/dev/wav").rglob("*"))

@@ -1,7 +1,7 @@
 """EER_short: seconds per 1,000 trials, ours (evaluation.short_utterance: each enrolment embedded once,
 test crops in batches) vs the original's per-trial re-embedding of both sides (bench/baseline.py).
 
-Same trials (make_short_trials, seeded), same scores (asserted to 1e-4) and the same EER.
+Same trials (make_short_trials, seeded), same scores (asserted to 1e-4) and the EER within one trial.
 """
 import time
 
@@ -29,11 +29,16 @@ def timed(action):
     return value, time.perf_counter() - start
 
 
-def compare_scores(ours: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> float:
+def compare_scores(ours: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> tuple:
+    """(worst score difference, our EER, baseline EER). Scores must agree to SCORE_TOLERANCE; the EERs
+    to one trial: batched and one-by-one forwards differ in float rounding (~1e-7), which can swap two
+    nearly tied scores of opposite labels (an untrained encoder's cosines lie close together)."""
     worst = float(np.max(np.abs(ours - baseline)))
     assert worst <= SCORE_TOLERANCE, f"EER_short scores differ from the baseline by {worst:.2e}"
-    assert compute_eer(labels, ours)[0] == compute_eer(labels, baseline)[0], "EER differs from baseline"
-    return worst
+    ours_eer, baseline_eer = compute_eer(labels, ours)[0], compute_eer(labels, baseline)[0]
+    one_trial = 100.0 / min(int(labels.sum()), int(len(labels) - labels.sum()))
+    assert abs(ours_eer - baseline_eer) <= one_trial + 1e-9, f"EER {ours_eer} vs baseline {baseline_eer}"
+    return worst, ours_eer, baseline_eer
 
 
 def eer_short_results(store, channels: int, pairs_per_speaker: int, repeats: int, device,
@@ -48,11 +53,11 @@ def eer_short_results(store, channels: int, pairs_per_speaker: int, repeats: int
         ours_times.append(seconds)
         baseline, seconds = timed(lambda: score_trials_per_trial(model, pickle_paths, trials, device))
         baseline_times.append(seconds)
-    worst = compare_scores(ours, baseline, trials.label)
+    worst, ours_eer, baseline_eer = compare_scores(ours, baseline, trials.label)
     per_thousand = 1000 / len(trials)
     return [Result(f"eer_short_s_per_1000_trials_{device.type}", np.median(ours_times) * per_thousand,
                    "s", np.median(baseline_times) * per_thousand, False, 3.0 if device.type == "cpu" else 20.0,
                    f"{len(trials)} trials on {len(corpus)} utterances ({len(trials) / len(corpus):.2f} per utterance; "
                    f"paper protocol 250,200 / 153,516 = 1.63), {len(np.unique(trials.enroll))} enrolments, "
                    f"{test_length}-frame tests, encoder channels={channels}; "
-                   f"scores equal to {worst:.1e}, same EER")]
+                   f"scores equal to {worst:.1e}, EER {ours_eer:.2f} % vs {baseline_eer:.2f} %")]

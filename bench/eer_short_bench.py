@@ -1,7 +1,7 @@
 """EER_short: seconds per 1,000 trials, ours (evaluation.short_utterance: each enrolment embedded once,
 test crops in batches) vs the original's per-trial re-embedding of both sides (bench/baseline.py).
 
-Same trials (make_short_trials, seeded), same scores (asserted to 1e-4) and the EER within one trial.
+Same trials (make_short_trials, seeded), same scores (asserted to 1e-4) and the EER up to near-tied trials.
 """
 import time
 
@@ -29,15 +29,27 @@ def timed(action):
     return value, time.perf_counter() - start
 
 
+def near_tied_fraction(scores: np.ndarray, labels: np.ndarray, tolerance: float) -> float:
+    """Largest fraction of target (or non-target) trials with a score of the other label within
+    ``tolerance``: the trials whose ranking a rounding difference that small can change."""
+    fractions = []
+    for mine, other in ((scores[labels == 1], scores[labels == 0]), (scores[labels == 0], scores[labels == 1])):
+        other = np.sort(other)
+        nearest = np.clip(np.searchsorted(other, mine - tolerance), 0, len(other) - 1)
+        fractions.append(float(np.mean(np.abs(other[nearest] - mine) <= tolerance)))
+    return max(fractions)
+
+
 def compare_scores(ours: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> tuple:
     """(worst score difference, our EER, baseline EER). Scores must agree to SCORE_TOLERANCE; the EERs
-    to one trial: batched and one-by-one forwards differ in float rounding (~1e-7), which can swap two
-    nearly tied scores of opposite labels (an untrained encoder's cosines lie close together)."""
+    up to the trials whose ranking that rounding can swap (batched and one-by-one forwards differ by
+    ~1e-7, and an untrained encoder's cosines lie close together), plus one trial."""
     worst = float(np.max(np.abs(ours - baseline)))
     assert worst <= SCORE_TOLERANCE, f"EER_short scores differ from the baseline by {worst:.2e}"
     ours_eer, baseline_eer = compute_eer(labels, ours)[0], compute_eer(labels, baseline)[0]
     one_trial = 100.0 / min(int(labels.sum()), int(len(labels) - labels.sum()))
-    assert abs(ours_eer - baseline_eer) <= one_trial + 1e-9, f"EER {ours_eer} vs baseline {baseline_eer}"
+    allowed = 100.0 * near_tied_fraction(ours, labels, 2 * worst) + one_trial
+    assert abs(ours_eer - baseline_eer) <= allowed + 1e-9, f"EER {ours_eer} vs baseline {baseline_eer}"
     return worst, ours_eer, baseline_eer
 
 

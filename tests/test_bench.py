@@ -157,3 +157,11 @@ def test_extraction_workers_and_in_process_runs_use_one_blas_thread():
 def test_episode_loader_rows_cover_one_worker_and_all():
     from bench.episodes_bench import worker_counts
     assert worker_counts(2) == [1, 2] and worker_counts(1) == [1] and worker_counts(0) == []
+
+
+def test_near_tied_fraction_counts_trials_a_small_rounding_can_reorder():
+    from bench.eer_short_bench import near_tied_fraction
+    scores = np.array([0.9, 0.5000001, 0.1, 0.5, 0.2, 0.3])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    assert near_tied_fraction(scores, labels, 1e-6) == pytest.approx(1 / 3)   # 0.5000001 vs 0.5
+    assert near_tied_fraction(scores, labels, 1e-9) == 0.0

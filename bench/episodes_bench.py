@@ -101,9 +101,7 @@ def worker_counts(workers: int) -> list:
 def loader_seconds(dataset, workers: int, repeats: int) -> float:
     loader = loader_of(dataset, workers)
     drain(loader)  # start the workers
-    seconds = median_seconds(lambda: drain(loader), repeats)
-    del loader
-    return seconds
+    return median_seconds(lambda: drain(loader), repeats)
 
 
 def speed_results(dtype: str, dataset, pickle_paths, n_episodes: int, repeats: int, workers: int) -> list:

@@ -93,10 +93,10 @@ class FeatureCorpus:
 
     def read_crop(self, index: int, start: int, length: int) -> np.ndarray:
         """``length`` frames from ``start`` as float32 (length, 40); a short utterance is tiled."""
-        return self.read_stored_crop(index, start, length).astype(np.float32)
+        return self.read_stored_crop(index, start, length).astype(np.float32, copy=False)
 
     def read_stored_crop(self, index: int, start: int, length: int) -> np.ndarray:
-        """As ``read_crop`` but in the stored dtype (a read-only view; float16 stays float16)."""
+        """As ``read_crop`` but in the stored dtype (float16 stays float16)."""
         utterance = self.utterances[index]
         return read_stored_crop(utterance.path, start, length, utterance.layout)
 
@@ -121,42 +121,33 @@ def read_stored_crops(corpus, indices, starts, length: int) -> np.ndarray:
         return None
     crops = np.empty((len(layouts), length, N_MELS), dtype=layouts[0].dtype)
     for crop, index, start, layout in zip(crops, indices, starts, layouts):
-        path = corpus.utterances[index].path
-        if layout.n_frames >= start + length:
-            read_frames_into(path, layout, int(start), crop)
-        else:  # shorter than the crop: the whole utterance, repeated
-            read_frames_into(path, layout, 0, crop[:layout.n_frames])
-            for filled in range(layout.n_frames, length, layout.n_frames):
-                crop[filled:filled + layout.n_frames] = crop[:min(layout.n_frames, length - filled)]
+        fill_crop(corpus.utterances[index].path, layout, int(start), crop)
     return crops
 
 
-def read_frames(path, layout: NpyLayout, start: int, count: int) -> np.ndarray:
-    """Frames [start, start + count) with one positioned read: only those bytes leave the disk."""
-    itemsize = np.dtype(layout.dtype).itemsize
-    row_bytes = N_MELS * itemsize
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        data = os.pread(descriptor, count * row_bytes, layout.offset + start * row_bytes)
-    finally:
-        os.close(descriptor)
-    if len(data) != count * row_bytes:
-        raise UserInputError(f"{path}: truncated feature file (wanted frames {start}..{start + count})")
-    return np.frombuffer(data, dtype=layout.dtype).reshape(count, N_MELS)
+def fill_crop(path, layout: NpyLayout, start: int, crop: np.ndarray) -> None:
+    """Fill ``crop`` (length, n_mels, stored dtype) with frames from ``start``; an utterance shorter
+    than the crop is read whole and repeated."""
+    n_frames, length = layout.n_frames, len(crop)
+    if n_frames >= start + length:
+        read_frames_into(path, layout, start, crop)
+        return
+    read_frames_into(path, layout, 0, crop[:n_frames])
+    for filled in range(n_frames, length, n_frames):
+        crop[filled:filled + n_frames] = crop[:min(n_frames, length - filled)]
 
 
 def read_crop(path, start: int, length: int, layout: NpyLayout = None) -> np.ndarray:
     """``length`` float32 frames of a stored utterance from ``start``, tiled when it is shorter."""
-    return read_stored_crop(path, start, length, layout).astype(np.float32)
+    return read_stored_crop(path, start, length, layout).astype(np.float32, copy=False)
 
 
 def read_stored_crop(path, start: int, length: int, layout: NpyLayout = None) -> np.ndarray:
+    """``length`` frames of a stored utterance from ``start`` in its stored dtype, tiled when shorter."""
     layout = layout or read_npy_layout(path)
-    if layout.n_frames >= start + length:
-        return read_frames(path, layout, start, length)
-    features = read_frames(path, layout, 0, layout.n_frames)
-    repeats = -(-length // layout.n_frames)
-    return np.tile(features, (repeats, 1))[:length]
+    crop = np.empty((length, N_MELS), dtype=layout.dtype)
+    fill_crop(path, layout, start, crop)
+    return crop
 
 
 def random_start(rng: np.random.Generator, n_frames: int, length: int) -> int:

@@ -8,12 +8,12 @@ eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_d
 import argparse
 
 import configure
+from data_loading.corpus import FeatureCorpus
 from evaluation import cli
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
 from evaluation.score_norm import speaker_cohort
 from data_loading.files import UserInputError
-from evaluation.embedding import open_corpus
 from evaluation.trials import locate_features, read_trials, voxceleb1_feature_roots
 
 
@@ -33,7 +33,7 @@ def cohort_for(args, model):
     if not train_root.is_dir():
         raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
                              f"found at {train_root}")
-    corpus = open_corpus([train_root])
+    corpus = FeatureCorpus([train_root])
     return speaker_cohort(model, corpus, args.device, args.cohort_utterances, args.seed, args.batch_size)
 
 

@@ -10,8 +10,8 @@ Writes scores_short_<len>_cpNNN.txt, eer_short_cpNNN.json and det_short_cpNNN.pn
 import argparse
 
 import configure
+from data_loading.corpus import FeatureCorpus
 from evaluation import cli
-from evaluation.embedding import open_corpus
 from evaluation.plots import plot_det
 from evaluation.short_utterance import evaluation_feature_roots, make_short_trials, score_short_trials
 
@@ -47,7 +47,7 @@ def print_table(reports: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    corpus = open_corpus(evaluation_feature_roots(args.save_path, args.data_type))
+    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type))
     print(f"{corpus.n_speakers} evaluation speakers, {len(corpus)} utterances")
     model, checkpoint, out_dir = cli.load_model(args)
     enroll_cache, reports, curves = {}, {}, []

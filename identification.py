@@ -9,8 +9,8 @@ Prints the mean accuracy with its 95 % confidence interval (1.96 * std / sqrt(ep
 import argparse
 
 import configure
+from data_loading.corpus import FeatureCorpus
 from evaluation import cli
-from evaluation.embedding import open_corpus
 from evaluation.episodes_eval import IdentificationConfig, mean_confidence, run_identification
 from evaluation.short_utterance import evaluation_feature_roots
 
@@ -30,7 +30,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.check_positive(args, "n_shot", "n_query", "nb_class_test", "nb_episode", "enroll_length", "test_length")
-    corpus = open_corpus(evaluation_feature_roots(args.save_path, args.data_type))
+    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type))
     config = IdentificationConfig(args.nb_class_test, args.n_shot, args.n_query, args.enroll_length,
                                   args.test_length)
     model, checkpoint, out_dir = cli.load_model(args)

@@ -10,14 +10,12 @@ the one-by-one embedding (the convolutions see the same zeros beyond the edge); 
 valid frames only.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data_loading.corpus import FeatureCorpus
 from data_loading.files import UserInputError, read_npy_header
 from feat_extract.feature_extraction import N_MELS
 from model.resnet import ResNet
@@ -74,20 +72,6 @@ def as_features(item) -> np.ndarray:
 
 def item_length(item) -> int:
     return int(item.shape[0]) if isinstance(item, np.ndarray) else feature_shape(item)[0]
-
-
-def open_corpus(roots) -> FeatureCorpus:
-    """A FeatureCorpus whose every header was checked (bad files named in the error)."""
-    try:
-        corpus = FeatureCorpus(roots)
-    except (ValueError, EOFError, OSError):
-        for root in roots:
-            for path in sorted(Path(root).glob("*/*/*.npy")):
-                feature_shape(path)
-        raise
-    for utterance in corpus.utterances:
-        feature_shape(utterance.path)
-    return corpus
 
 
 # ---------------------------------------------------------------- forward passes

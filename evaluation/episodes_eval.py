@@ -18,6 +18,7 @@ from data_loading.corpus import FeatureCorpus, random_start
 from data_loading.episodes import EpisodeConfig, check_episode_config
 from data_loading.files import UserInputError
 from evaluation.embedding import embed_crops
+from model.loss import prototypes_of
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,7 @@ def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> floa
     """Percent of queries whose highest-cosine prototype is their own class (shot-major layout)."""
     support = torch.as_tensor(support, dtype=torch.float32)
     query = torch.as_tensor(query, dtype=torch.float32)
-    prototypes = support.reshape(-1, n_way, support.shape[1]).mean(dim=0)
-    cosine = F.linear(F.normalize(query, dim=1), F.normalize(prototypes, dim=1))
+    cosine = F.linear(F.normalize(query, dim=1), prototypes_of(support, n_way))
     truth = torch.arange(n_way).repeat(len(query) // n_way)
     return 100.0 * (cosine.argmax(dim=1) == truth).float().mean().item()
 

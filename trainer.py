@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 import configure
 from data_loading.corpus import FeatureCorpus
-from data_loading.episodes import EpisodeConfig, EpisodeDataset
-from data_loading.files import UserInputError, write_text
+from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
+from data_loading.files import UserInputError, atomic_path, write_text
 from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
                          destroy_process_group, gather_shot_major, init_process_group)
 from model.checkpoint import encoder_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -315,7 +315,6 @@ def plot_training_curves(rows: list, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    from data_loading.files import atomic_path
 
     def column(name):
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in rows]
@@ -386,11 +385,16 @@ def run_epoch(step, optimizer, loader, device, config: dict, epoch: int, ctx: Di
     return means
 
 
+def run_folder(config: dict) -> Path:
+    """``<model_dir>/baseline_{n_folder:03d}``: where a run's checkpoints and logs go."""
+    return Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"
+
+
 class RunOutputs:
     """Rank 0's files in ``<model_dir>/baseline_XXX``: checkpoints, config.json, train_log.csv, curves."""
 
     def __init__(self, config: dict, start_epoch: int):
-        self.folder = Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"
+        self.folder = run_folder(config)
         self.folder.mkdir(parents=True, exist_ok=True)
         for pattern in OWN_TEMPORARIES:  # left by a training process killed while writing
             for stale in self.folder.glob(pattern):
@@ -413,10 +417,11 @@ def prepare(args):
     config = resolve_config(args, ctx)
     configure.SAVED_MODEL_DIR = Path(config["model_dir"])
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
-    EpisodeDataset(corpus, episode_config(config), 1, config["seed"])  # enough speakers?
+    episode = episode_config(config)
+    check_episode_config(corpus, episode)  # enough speakers?
     if ctx.is_main:
-        report_unused_speakers(corpus, episode_config(config))
-    n_episodes = episodes_per_epoch(len(corpus), episode_config(config), config["n_episode"])
+        report_unused_speakers(corpus, episode)
+    n_episodes = episodes_per_epoch(len(corpus), episode, config["n_episode"])
     checkpoint = path = None
     if config["use_checkpoint"]:
         path = resolve_checkpoint(config["n_folder"], config["cp_num"])
@@ -485,4 +490,4 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
             save_training_checkpoint(outputs.checkpoint(epoch), epoch, encoder, optimizer, scheduler, config)
             outputs.add_epoch(row)
             print(epoch_log_line(row), flush=True)
-    return Path(config["model_dir"]) / f"baseline_{config['n_folder']:03d}"
+    return run_folder(config)

@@ -11,22 +11,21 @@ it; ``--threshold_file`` names the file directly); ``--threshold`` overrides it.
 """
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import configure
 from data_loading.files import UserInputError
+from model.checkpoint import checkpoint_number
 
 
 def eer_threshold_file(checkpoint_path, cp_num=None) -> Path:
     """``eer_full_cpXXX.json`` beside the checkpoint: XXX is ``cp_num`` when given (as EER_full.py
     names it), else read from a ``checkpoint_XXX.pth`` name (None for other names)."""
     if cp_num is None:
-        match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(checkpoint_path).name)
-        if match is None:
+        cp_num = checkpoint_number(checkpoint_path)
+        if cp_num is None:
             return None
-        cp_num = int(match.group(1))
     return Path(checkpoint_path).parent / f"eer_full_cp{cp_num:03d}.json"
 
 

@@ -1,6 +1,5 @@
 """What EER_full.py, EER_short.py and identification.py share: model flags, loading, reports, files."""
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ import numpy as np
 import configure
 from data_loading.files import UserInputError, write_text
 from evaluation.metrics import P_TARGETS, verification_report
-from model.checkpoint import load_encoder, resolve_checkpoint
+from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
 
 
 def add_model_arguments(parser, batch_size: int = 64) -> None:
@@ -36,9 +35,9 @@ def load_model(args):
     """(model in eval mode on args.device, checkpoint path, output folder) for the parsed flags."""
     check_positive(args, "batch_size")
     path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
-    numbered = re.fullmatch(r"checkpoint_(\d+)\.pth", path.name)
-    if args.checkpoint and numbered:  # result files carry the checkpoint's own number
-        args.cp_num = int(numbered.group(1))
+    number = checkpoint_number(path)
+    if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
+        args.cp_num = number
     model, _ = load_encoder(path, args.device)
     out_dir = Path(args.out_dir) if args.out_dir else path.parent
     print(f"checkpoint: {path} ({model.backbone}, width {model.channels}, "

@@ -53,9 +53,15 @@ def load_encoder(path, device="cpu"):
     return model, checkpoint
 
 
+def checkpoint_number(path):
+    """The epoch ``N`` of a ``checkpoint_N.pth`` file name; None for any other name."""
+    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def available_checkpoints(folder) -> list:
-    numbers = [re.fullmatch(r"checkpoint_(\d+)\.pth", p.name) for p in Path(folder).glob("checkpoint_*.pth")]
-    return sorted(int(m.group(1)) for m in numbers if m)
+    numbers = [checkpoint_number(path) for path in Path(folder).glob("checkpoint_*.pth")]
+    return sorted(number for number in numbers if number is not None)
 
 
 def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None) -> Path:

@@ -2,7 +2,7 @@
 
 python_speech_features ``fbank`` on int16-scale samples, ``20*log10(max(x, 1e-5))``, then the
 per-filter mean over time subtracted. Features are stored as float ``.npy`` (frames, 40), one file per
-utterance, mirroring the wav tree, so training crops can be memory-mapped.
+utterance, mirroring the wav tree, so a training crop is one positioned read of just its frames.
 """
 import numpy as np
 from python_speech_features import fbank

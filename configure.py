@@ -69,6 +69,18 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (runs are reproducible)")
 
 
+def add_checkpoint_arguments(parser) -> None:
+    """--checkpoint PATH, or --n_folder/--cp_num: how the model-using commands pick a checkpoint."""
+    parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
+    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
+    parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+
+
+def check_checkpoint_arguments(parser, args) -> None:
+    if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
+        parser.error("give --checkpoint PATH, or both --n_folder and --cp_num")
+
+
 def apply_common_arguments(args):
     """Resolve --save_path (module-wide) and --use_cuda/--gpu into ``args.device``; seed everything."""
     import random

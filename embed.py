@@ -112,13 +112,10 @@ def parse_args(argv=None):
     parser.add_argument("inputs", nargs="*", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--list", dest="list_file", default=None, help="text file with one audio path per line")
     parser.add_argument("--out", required=True, help="output folder for .npy embeddings and index.tsv")
-    parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
-    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
-    parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+    configure.add_checkpoint_arguments(parser)
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
-        parser.error("give --checkpoint PATH, or both --n_folder and --cp_num")
+    configure.check_checkpoint_arguments(parser, args)
     if not args.inputs and not args.list_file:
         parser.error("give audio files/folders, or --list FILE")
     return configure.apply_common_arguments(args)

@@ -97,15 +97,12 @@ def export(checkpoint_path, out_dir, formats=FORMATS) -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
-    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
-    parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+    configure.add_checkpoint_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS,
                         help="what to write (default: both)")
     args = parser.parse_args(argv)
-    if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
-        parser.error("give --checkpoint PATH, or both --n_folder and --cp_num")
+    configure.check_checkpoint_arguments(parser, args)
     return args
 
 

@@ -60,9 +60,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("enroll", help="enrolment recording (wav, flac, ogg; m4a/mp3 with ffmpeg)")
     parser.add_argument("test", help="test recording")
-    parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
-    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
-    parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+    configure.add_checkpoint_arguments(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="accept when score >= threshold (default: EER_full.py's EER threshold)")
     parser.add_argument("--threshold_file", type=str, default=None,
@@ -70,8 +68,7 @@ def parse_args(argv=None):
                              "--out_dir results); default: the one beside the checkpoint")
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    if args.checkpoint is None and (args.n_folder is None or args.cp_num is None):
-        parser.error("give --checkpoint PATH, or both --n_folder and --cp_num")
+    configure.check_checkpoint_arguments(parser, args)
     return configure.apply_common_arguments(args)
 
 

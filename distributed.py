@@ -32,13 +32,17 @@ PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class DistContext:
+    """Where this process stands among the training processes. ``launched``: started by torchrun, so
+    the distributed path (process group, DDP, SyncBatchNorm, gathers) runs even for one process
+    (``torchrun --nproc_per_node 1`` exercises NCCL on a one-GPU machine)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +59,7 @@ def context_from_env() -> DistContext:
         raise UserInputError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {error}") from None
     if world_size > 1 and not 0 <= rank < world_size:
         raise UserInputError(f"RANK {rank} is outside 0..{world_size - 1} (WORLD_SIZE {world_size})")
-    return DistContext(rank, world_size, local_rank)
+    return DistContext(rank, world_size, local_rank, launched="WORLD_SIZE" in os.environ)
 
 
 def init_process_group(ctx: DistContext, device: torch.device) -> None:

@@ -22,6 +22,7 @@ import torch
 from data_loading.files import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
 from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from evaluation.embedding import strict_fp32
 from model.checkpoint import load_encoder, resolve_checkpoint
 
 
@@ -132,7 +133,8 @@ class SpeakerEncoder:
             raise UserInputError("features contain NaN or infinite values")
         features = features - features.mean(axis=0, keepdims=True)   # normalize_frames, as EER_full
         batch = torch.from_numpy(np.ascontiguousarray(features.T))[None, None].to(self.device)
-        return self.model(batch)[0].float().cpu().numpy()
+        with strict_fp32(self.device):
+            return self.model(batch)[0].float().cpu().numpy()
 
     def embed(self, path_or_array, sample_rate=None) -> np.ndarray:
         """(256,) embedding of an audio file (any format ``read_audio`` reads) or a sample array."""

@@ -41,7 +41,8 @@ OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_cu
                    ".config.json.*.tmp")
 CONFIG_KEYS = ("loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
-               "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr")
+               "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
+               "cudnn_benchmark")
 
 
 # ---------------------------------------------------------------- configuration
@@ -98,7 +99,7 @@ def training_device(config: dict, ctx: DistContext) -> torch.device:
         return torch.device("cpu")
     index = ctx.local_rank if ctx.enabled else config["gpu"]
     torch.cuda.set_device(index)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = bool(config.get("cudnn_benchmark", True))
     return torch.device(f"cuda:{index}")
 
 

@@ -3,7 +3,7 @@
 Both run the project's real step (``trainer.build_encoder`` / ``build_step`` / ``build_optimizer`` /
 ``train_step``: prototypical + GC, support and query in two forward passes, SGD) on the same plans.
 Ours: episodes from ``trainer.build_loader`` (DataLoader workers, pinned memory on GPU) overlapping
-the step; on GPU cuDNN autotuning and, with ``amp``, bfloat16 autocast (channels-last comes with
+the step; on GPU, with ``amp``, bfloat16 autocast (channels-last comes with
 build_encoder on GPU, for both). Baseline: the original loop, each episode assembled from whole
 float64 pickles in the loop's own thread, fp32.
 
@@ -96,7 +96,9 @@ def run_loop(store, episode, steps, warmup, workers, device, ours: bool, amp: bo
     """(crops/s, achieved FLOP/s) of ``steps`` timed trainer.train_step calls after ``warmup``."""
     corpus = FeatureCorpus(store.float32)
     config = train_config(episode, workers, amp and ours)
-    torch.backends.cudnn.benchmark = ours
+    # no cuDNN autotuning: with variable queries each new query length would be tuned inside these few
+    # timed steps; bench/gpu_check.sh measures autotuning over whole epochs of train.py instead
+    torch.backends.cudnn.benchmark = False
     encoder = trainer.build_encoder(config, corpus.n_speakers, device, DistContext())
     step = trainer.build_step(encoder, config, DistContext(), device)
     optimizer = trainer.build_optimizer(encoder, lr=0.01)

@@ -9,6 +9,7 @@ after every layer of the ResNet trunk, the padded frames are set back to zero, s
 the one-by-one embedding (the convolutions see the same zeros beyond the edge); pooling averages the
 valid frames only.
 """
+import contextlib
 import sys
 
 import numpy as np
@@ -75,6 +76,23 @@ def item_length(item) -> int:
 
 
 # ---------------------------------------------------------------- forward passes
+@contextlib.contextmanager
+def strict_fp32(device, tf32: bool = False):
+    """Full float32 convolutions and matrix products on the GPU while inside; the flags are restored
+    after. PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa, ~1e-3 relative
+    error per product), too coarse for GPU trial scores to equal the CPU's, so evaluation turns it
+    off (``tf32=True`` allows it, to measure the difference: bench/gpu_equivalence.py)."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def model_input(batch: np.ndarray, device) -> torch.Tensor:
     """(n, frames, 40) features -> (n, 1, 40, frames) tensor with each item's time mean subtracted."""
     batch = batch - batch.mean(axis=1, keepdims=True)
@@ -94,7 +112,7 @@ def embed_crops(model, crops, device, batch_size: int = 64, desc: str = "embeddi
     with different lengths are run as separate forwards."""
     model.eval()
     embeddings = []
-    with progress(len(crops), desc) as bar:
+    with progress(len(crops), desc) as bar, strict_fp32(device):
         for begin in range(0, len(crops), batch_size):
             batch = [np.asarray(crops[i], dtype=np.float32) for i in range(begin, min(begin + batch_size, len(crops)))]
             embeddings.append(embed_equal_length_groups(model, batch, device))
@@ -126,7 +144,7 @@ def embed_utterances(model, paths_or_arrays, device, batch_size: int = 16,
     lengths = np.array([item_length(item) for item in items], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
     out = [None] * len(items)
-    with progress(len(items), desc) as bar:
+    with progress(len(items), desc) as bar, strict_fp32(device):
         for begin in range(0, len(items), batch_size):
             members = order[begin:begin + batch_size]
             batch = [as_features(items[i]) for i in members]

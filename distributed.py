@@ -80,6 +80,11 @@ def differentiable(collective: str, *args):
         return getattr(torch.distributed.nn.functional, collective)(*args)
 
 
+def process_group_note() -> str:
+    """``", process group nccl"`` (or gloo) while one is initialised, else empty."""
+    return f", process group {dist.get_backend()}" if dist.is_initialized() else ""
+
+
 def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")
     parser.add_argument("--amp", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="bfloat16 autocast on the GPU")
-    parser.add_argument("--cudnn_benchmark", type=configure.str2bool, default=True,
-                        help="cuDNN autotuning on the GPU (each new crop length is tuned once)")
+    parser.add_argument("--cudnn_benchmark", type=configure.str2bool, default=None,
+                        help="cuDNN autotuning on the GPU (default: only without --use_variable: each new "
+                             "query length is tuned once, which made the first epochs ~10x slower on an H200)")
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")

@@ -29,7 +29,7 @@ from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
 from data_loading.files import UserInputError, atomic_path, write_text
 from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
-                         destroy_process_group, gather_shot_major, init_process_group)
+                         destroy_process_group, gather_shot_major, init_process_group, process_group_note)
 from model.checkpoint import encoder_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
 from model.loss import EpisodeObjective
 from model.model import background_resnet
@@ -56,6 +56,8 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
         config["n_query"] = 0  # the softmax baseline classifies the support crops only
     if config["workers"] is None:
         config["workers"] = min(4, os.cpu_count() or 1)
+    if config["cudnn_benchmark"] is None:  # autotuning pays off only when the shapes repeat
+        config["cudnn_benchmark"] = not config["use_variable"]
     config["model_dir"] = str(config["model_dir"] or configure.SAVED_MODEL_DIR)
     config["world_size"] = ctx.world_size
     check_config(config)
@@ -99,7 +101,7 @@ def training_device(config: dict, ctx: DistContext) -> torch.device:
         return torch.device("cpu")
     index = ctx.local_rank if ctx.enabled else config["gpu"]
     torch.cuda.set_device(index)
-    torch.backends.cudnn.benchmark = bool(config.get("cudnn_benchmark", True))
+    torch.backends.cudnn.benchmark = config["cudnn_benchmark"]
     return torch.device(f"cuda:{index}")
 
 
@@ -466,7 +468,7 @@ def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
         return f"nothing to train: the checkpoint is at epoch {start_epoch - 1} and --max_epoch is {config['max_epoch']}"
     return (f"training {objective} on {len(corpus)} utterances of {corpus.n_speakers} speakers, "
             f"{n_episodes} episodes/epoch, epochs {start_epoch}..{config['max_epoch']}, "
-            f"{ctx.world_size} process(es) on {device}")
+            f"{ctx.world_size} process(es) on {device}{process_group_note()}")
 
 
 def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> Path:

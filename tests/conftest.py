@@ -7,7 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REFERENCE = Path(os.environ.get("META_SR_REFERENCE", ROOT.parent / "shared" / "reference"))
+# the original code's outputs, kept in the repository (tests/reference); $META_SR_REFERENCE points elsewhere
+REFERENCE = Path(os.environ.get("META_SR_REFERENCE", ROOT / "tests" / "reference"))
 
 
 @pytest.fixture(scope="session")

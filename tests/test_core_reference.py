@@ -1,4 +1,4 @@
-"""The faithful core against the outputs of the paper's original code (../shared/reference)."""
+"""The faithful core against the outputs of the paper's original code (tests/reference, or $META_SR_REFERENCE)."""
 import json
 
 import numpy as np

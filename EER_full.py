@@ -13,7 +13,7 @@ from evaluation import cli
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
 from evaluation.score_norm import speaker_cohort
-from data_loading.files import UserInputError
+from common.errors import UserInputError, run_main
 from evaluation.trials import locate_features, read_trials, voxceleb1_feature_roots
 
 
@@ -63,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

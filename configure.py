@@ -15,8 +15,6 @@ SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
 VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"
 
-SAMPLE_RATE = 16000
-N_MELS = 40
 TRAIN_FEAT_FOLDER = "train_logfbank_nfilt40"
 TEST_FEAT_FOLDER = "test_logfbank_nfilt40"
 
@@ -102,25 +100,3 @@ def apply_common_arguments(args):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     return args
-
-
-def run_main(main) -> None:
-    """Run an entry point; bad input (UserInputError) becomes one ``error: ...`` line and exit code 2."""
-    from data_loading.files import UserInputError
-    try:
-        main()
-    except UserInputError as error:
-        print(f"error: {user_message(error)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-def user_message(error) -> str:
-    """The message of a UserInputError; one raised in a DataLoader worker arrives wrapped in the
-    worker's traceback, whose last line is ``...UserInputError: <message>``."""
-    text = str(error)
-    if text.startswith("Caught UserInputError in DataLoader worker"):
-        return text.strip().splitlines()[-1].split("UserInputError: ", 1)[-1]
-    return text

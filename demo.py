@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from common.errors import run_main
 import configure
-from data_loading.files import write_text
+from common.files import write_text
 from model.checkpoint import save_checkpoint
 from model.model import background_resnet
 
@@ -109,4 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

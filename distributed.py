@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data_loading.episodes import EpisodeDataset, crops_tensor
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=10)
 

@@ -18,8 +18,9 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 import configure
-from data_loading.files import UserInputError, save_npy, write_text
-from feat_extract.feature_extraction import SAMPLE_RATE, log_mel_fbank
+from common.errors import UserInputError, run_main
+from common.files import save_npy, write_text
+from feat_extract.fbank import SAMPLE_RATE, log_mel_fbank
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
 INDEX_NAME = "index.tsv"
@@ -137,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

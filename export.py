@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 import configure
-from data_loading.files import UserInputError, atomic_path, write_text
-from feat_extract import feature_extraction as recipe
+from common.errors import UserInputError, run_main
+from common.files import atomic_path, write_text
+from feat_extract import fbank as recipe
 
 FORMATS = ("torchscript", "onnx")
 FILE_NAMES = {"torchscript": "encoder.pt", "onnx": "encoder.onnx"}
@@ -118,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
-from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from feat_extract.fbank import INT16_SCALE, N_MELS, SAMPLE_RATE, log_mel_fbank
 from model.checkpoint import load_encoder, resolve_checkpoint
 
 
@@ -126,8 +126,8 @@ class SpeakerEncoder:
     def embed_features(self, features: np.ndarray) -> np.ndarray:
         """(frames, 40) features -> (256,) float32 embedding."""
         features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != 40 or features.shape[0] == 0:
-            raise UserInputError(f"expected (frames, 40) features, got shape {features.shape}")
+        if features.ndim != 2 or features.shape[1] != N_MELS or features.shape[0] == 0:
+            raise UserInputError(f"expected (frames, {N_MELS}) features, got shape {features.shape}")
         if not np.isfinite(features).all():
             raise UserInputError("features contain NaN or infinite values")
         features = features - features.mean(axis=0, keepdims=True)   # normalize_frames, as EER_full

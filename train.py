@@ -7,6 +7,7 @@
 """
 import argparse
 
+from common.errors import run_main
 import configure
 
 
@@ -48,4 +49,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

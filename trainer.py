@@ -27,7 +27,8 @@ from tqdm import tqdm
 import configure
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
-from data_loading.files import UserInputError, atomic_path, write_text
+from common.errors import UserInputError
+from common.files import atomic_path, write_text
 from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
                          destroy_process_group, gather_shot_major, init_process_group)
 from model.checkpoint import encoder_shape, load_checkpoint, resolve_checkpoint, save_checkpoint

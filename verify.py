@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import configure
-from data_loading.files import UserInputError
+from common.errors import UserInputError, run_main
 from model.checkpoint import checkpoint_number
 
 
@@ -89,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

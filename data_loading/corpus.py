@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_loading.files import UserInputError, read_npy_header
-from feat_extract.feature_extraction import N_MELS
+from common.errors import UserInputError
+from common.files import read_npy_header
+from feat_extract.fbank import N_MELS
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from data_loading.corpus import FeatureCorpus, read_stored_crops
-from data_loading.files import UserInputError
-from feat_extract.feature_extraction import N_MELS
+from common.errors import UserInputError
+from feat_extract.fbank import N_MELS
 
 CROP_FRAMES = 200
 QUERY_FRAMES_RANGE = (100, 200)

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 
 import configure
-from data_loading.files import UserInputError, write_text
+from common.errors import UserInputError
+from common.files import write_text
 from evaluation.metrics import P_TARGETS, verification_report
 from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
 

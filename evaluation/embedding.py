@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data_loading.files import UserInputError, read_npy_header
-from feat_extract.feature_extraction import N_MELS
+from common.errors import UserInputError
+from common.files import read_npy_header
+from feat_extract.fbank import N_MELS
 from model.resnet import ResNet
 
 LOAD_ERRORS = (ValueError, EOFError, OSError, TypeError)

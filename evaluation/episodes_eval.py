@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from data_loading.corpus import FeatureCorpus, random_start
 from data_loading.episodes import EpisodeConfig, check_episode_config
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from evaluation.embedding import embed_crops
 from model.loss import prototypes_of
 

@@ -17,7 +17,7 @@ import numpy as np
 
 import configure
 from data_loading.corpus import FeatureCorpus
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from evaluation.embedding import check_finite, cosine_rows, embed_crops, embed_utterances
 
 EVALUATION_SPLITS = {"vox2": (("voxceleb1", "dev"), ("voxceleb1", "test")),  # as the paper

@@ -5,14 +5,43 @@ writes it (the authors' published file has exactly these); this project adds mor
 config, scheduler and RNG states). Files are read with ``weights_only=True`` and the encoder's shape
 (classes, width, depth) is read from the weights themselves, so any of them loads without options.
 """
+import pickle  # only for its exception type: nothing here unpickles
 import re
 from pathlib import Path
 
+import torch
 
 import configure
-from data_loading.files import UserInputError, torch_load, torch_save
+from common.errors import UserInputError
+from common.files import atomic_path
 from model.model import background_resnet
 from model.resnet import BLOCKS_PER_STAGE
+
+
+def torch_save(path, obj) -> None:
+    """``torch.save`` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def torch_load(path, map_location="cpu"):
+    """Load a checkpoint without running code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "global" not in message.lower():  # not a refused object: the bytes are not a checkpoint
+            reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise UserInputError(f"{path}: not a loadable weights-only checkpoint (corrupt or not a "
+                                 f"PyTorch file: {reason})") from None
+        raise UserInputError(f"{path}: not a loadable weights-only checkpoint (it holds pickled objects "
+                             "other than weights, which could run code; refused)") from None
+    except Exception as error:  # RuntimeError (not a zip/pickle), EOFError (truncated) ...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None
 
 
 def encoder_shape(state_dict) -> dict:

@@ -17,8 +17,8 @@ from scipy.signal import resample_poly
 import configure
 import embed as embed_cmd
 import verify as verify_cmd
-from data_loading.files import UserInputError
-from feat_extract.feature_extraction import log_mel_fbank
+from common.errors import UserInputError, run_main
+from feat_extract.fbank import log_mel_fbank
 from model.checkpoint import save_checkpoint
 from model.model import background_resnet
 from speaker_api import ConversionNote, SpeakerEncoder
@@ -73,9 +73,9 @@ def run_script(*args, cwd=ROOT):
 
 
 def run_in_process(main, capsys, *args):
-    """``main`` wrapped by ``configure.run_main`` as the script runs it, without a new interpreter."""
+    """``main`` wrapped by ``run_main`` as the script runs it, without a new interpreter."""
     try:
-        configure.run_main(lambda: main([str(arg) for arg in args]))
+        run_main(lambda: main([str(arg) for arg in args]))
         code = 0
     except SystemExit as stop:
         code = stop.code

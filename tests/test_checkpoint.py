@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import configure
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from model.checkpoint import encoder_shape, load_encoder, resolve_checkpoint, save_checkpoint
 from model.model import background_resnet
 
@@ -34,7 +34,7 @@ def test_missing_cp_num_lists_existing(tmp_path, monkeypatch):
 
 
 def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path):
-    from data_loading.files import torch_load
+    from model.checkpoint import torch_load
     (tmp_path / "bad.pth").write_bytes(b"garbage bytes")
     with pytest.raises(UserInputError, match="bad.pth: not a loadable weights-only checkpoint "
                                              r"\(corrupt or not a PyTorch file"):
@@ -43,7 +43,7 @@ def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path):
 
 def test_written_files_get_umask_permissions(tmp_path):
     import os
-    from data_loading.files import UMASK, write_text
+    from common.files import UMASK, write_text
     write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert os.listdir(tmp_path) == ["a.txt"]

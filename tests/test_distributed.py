@@ -14,7 +14,7 @@ import train
 import trainer
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeDataset
-from data_loading.files import torch_load, torch_save
+from model.checkpoint import torch_load, torch_save
 from distributed import DistContext, ShardedEpisodeDataset, class_shard, init_process_group, shard_rows
 from tests.conftest import ROOT, write_random_features
 

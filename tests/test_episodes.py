@@ -4,7 +4,7 @@ import torch
 
 from data_loading.corpus import FeatureCorpus, read_crop
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, episode_rng, plan_episode
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from tests.conftest import write_random_features
 
 

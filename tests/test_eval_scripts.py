@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import run_main
 import configure
 from evaluation.cli import read_scores
 from evaluation.metrics import compute_eer
@@ -61,7 +62,7 @@ def run(script, setup, *flags, out="out"):
 
 
 def run_here(script, setup, *flags, out="out"):
-    """The same entry point (``configure.run_main(main)``) in this process: cheaper than a new
+    """The same entry point (``run_main(main)``) in this process: cheaper than a new
     interpreter, same exit code and output lines."""
     module = importlib.import_module(Path(script).stem)
     argv = script_flags(setup, flags, out)
@@ -69,7 +70,7 @@ def run_here(script, setup, *flags, out="out"):
     code = 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            configure.run_main(lambda: module.main(argv))
+            run_main(lambda: module.main(argv))
         except SystemExit as exit_:
             code = exit_.code
     return subprocess.CompletedProcess([script, *argv], code, stdout.getvalue(), stderr.getvalue())

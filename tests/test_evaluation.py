@@ -9,7 +9,7 @@ import torch
 from scipy.stats import norm
 
 from data_loading.corpus import FeatureCorpus
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from evaluation import cli
 from evaluation.embedding import embed_crops, embed_utterances, load_features, masked_forward
 from evaluation.episodes_eval import (IdentificationConfig, episode_accuracy, mean_confidence,

@@ -1,5 +1,5 @@
 """Issue 7 gaps: bad inputs fed to the real commands (subprocess where the command line itself matters,
-``configure.run_main(main)`` in-process elsewhere: same exit code and error line, no interpreter start),
+``run_main(main)`` in-process elsewhere: same exit code and error line, no interpreter start),
 atomic writes under SIGKILL, and a source audit (every write goes through data_loading/files.py; no
 shell strings, no unpickling outside the benchmark baseline)."""
 import ast
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import run_main
 import configure
 from model.checkpoint import save_checkpoint
 from model.model import background_resnet
@@ -44,12 +45,12 @@ def run_script(*argv, timeout=180):
 
 
 def run_entry(module_name, *argv):
-    """A script's ``main`` through ``configure.run_main``, as ``python <script>`` runs it."""
+    """A script's ``main`` through ``run_main``, as ``python <script>`` runs it."""
     main = importlib.import_module(module_name).main
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            configure.run_main(lambda: main([str(a) for a in argv]))
+            run_main(lambda: main([str(a) for a in argv]))
         except SystemExit as exit_:
             code = exit_.code
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
@@ -234,7 +235,7 @@ WRITER = """
 import sys
 sys.path.insert(0, {root!r})
 import numpy as np
-from data_loading.files import save_npy
+from common.files import save_npy
 print("ready", flush=True)
 value = 0
 while True:
@@ -264,7 +265,7 @@ SOURCES = sorted(p for p in ROOT.rglob("*.py")
 WRITING_METHODS = {"save", "savez", "savez_compressed", "savefig", "write_text", "write_bytes", "tofile",
                    "dump"}
 # open(..., "w"/"a") outside atomic_path, each with its reason
-NON_ATOMIC_ALLOWED = {("data_loading/download.py", "write_stream"):
+NON_ATOMIC_ALLOWED = {("prep/download.py", "write_stream"):
                       "the resumable <part>.part download; renamed to <part> only after its MD5 matches"}
 
 
@@ -300,7 +301,7 @@ def is_write(call: ast.Call) -> bool:
     func = call.func
     if isinstance(func, ast.Attribute):
         owner = getattr(func.value, "id", "")
-        if owner == "files":                           # data_loading.files helpers
+        if owner == "files":                           # common.files helpers
             return False
         return func.attr in WRITING_METHODS or (func.attr == "write" and owner == "sf") or \
             (func.attr == "export" and getattr(func.value, "attr", "") == "onnx")
@@ -314,7 +315,7 @@ def test_every_project_write_goes_through_a_temporary_name():
     direct = []
     for path in SOURCES:
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "data_loading/files.py":
+        if relative == "common/files.py":
             continue
         for node in ast.walk(parsed(path)):
             if isinstance(node, ast.Call) and is_write(node) and not inside_atomic_path(node):

@@ -13,7 +13,7 @@ import torch
 import train
 import trainer
 from data_loading.episodes import EpisodeConfig
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from model.model import background_resnet
 from tests.conftest import ROOT
 

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from model.checkpoint import load_checkpoint, load_encoder
 from speaker_api import SpeakerEncoder
 from tests.test_api import as_int16, run_script, voice_like

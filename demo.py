@@ -20,7 +20,7 @@ import torch
 from common.errors import run_main
 import configure
 from common.files import write_text
-from model.checkpoint import save_checkpoint
+from model.checkpoint import model_fields, save_checkpoint
 from model.model import background_resnet
 
 TEST_LENGTHS = (100, 200)
@@ -55,7 +55,7 @@ def untrained_checkpoint(args, model_dir: Path) -> Path:
     torch.manual_seed(args.seed)
     model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
     path = model_dir / "untrained" / "checkpoint_000.pth"
-    save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={})
+    save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path
 
 

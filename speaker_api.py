@@ -21,8 +21,9 @@ import torch
 
 from common.errors import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
-from feat_extract.fbank import INT16_SCALE, N_MELS, SAMPLE_RATE, log_mel_fbank
-from model.checkpoint import load_encoder, resolve_checkpoint
+from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from feat_extract.features import check_features, model_input
+from model.checkpoint import load_encoder, resolve_checkpoint, trained_epochs
 
 
 class ConversionNote(UserWarning):
@@ -106,7 +107,7 @@ class SpeakerEncoder:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserInputError(f"device {device} requested but no CUDA GPU is available; use device='cpu'")
         model, checkpoint = load_encoder(path, device=device)
-        return cls(model, device, path, checkpoint.get("epoch"), note_handler)
+        return cls(model, device, path, trained_epochs(checkpoint, path), note_handler)
 
     def _note(self, source: str, note: str) -> None:
         message = f"{source}: {note}"
@@ -125,13 +126,8 @@ class SpeakerEncoder:
     @torch.no_grad()
     def embed_features(self, features: np.ndarray) -> np.ndarray:
         """(frames, 40) features -> (256,) float32 embedding."""
-        features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != N_MELS or features.shape[0] == 0:
-            raise UserInputError(f"expected (frames, {N_MELS}) features, got shape {features.shape}")
-        if not np.isfinite(features).all():
-            raise UserInputError("features contain NaN or infinite values")
-        features = features - features.mean(axis=0, keepdims=True)   # normalize_frames, as EER_full
-        batch = torch.from_numpy(np.ascontiguousarray(features.T))[None, None].to(self.device)
+        features = check_features(np.asarray(features, np.float32), "features")
+        batch = model_input(features[None]).to(self.device)   # normalize_frames, as EER_full
         return self.model(batch)[0].float().cpu().numpy()
 
     def embed(self, path_or_array, sample_rate=None) -> np.ndarray:

@@ -9,12 +9,15 @@ import argparse
 
 from common.errors import run_main
 import configure
+from model.loss import LOSSES
+from model.registry import DEFAULT_MODEL, MODELS
+from model.resnet import BLOCKS_PER_STAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     str2bool = configure.str2bool
-    parser.add_argument("--loss_type", choices=("softmax", "prototypical"), default="prototypical")
+    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical", help="training objective")
     parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
@@ -30,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
     parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")
     parser.add_argument("--channels", type=int, default=32, help="encoder width")
-    parser.add_argument("--backbone", choices=("resnet34", "resnet18"), default="resnet34")
+    parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL, help="encoder")
+    parser.add_argument("--backbone", choices=tuple(BLOCKS_PER_STAGE), default="resnet34", help="ResNet depth")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")
     parser.add_argument("--amp", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="bfloat16 autocast on the GPU")

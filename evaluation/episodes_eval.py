@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from data_loading.corpus import FeatureCorpus, random_start
 from data_loading.episodes import EpisodeConfig, check_episode_config
-from common.errors import UserInputError
 from evaluation.embedding import embed_crops
-from model.loss import prototypes_of
+from feat_extract.features import check_finite
+from model.losses.terms import prototypes_of
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,9 @@ class CorpusCrops:
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        crop = self.corpus.read_crop(int(self.utterances[index]), int(self.starts[index]), self.length)
-        if not np.isfinite(crop).all():
-            path = self.corpus.utterances[int(self.utterances[index])].path
-            raise UserInputError(f"{path}: feature file holds NaN or infinite values (re-extract it)")
-        return crop
+        utterance = int(self.utterances[index])
+        crop = self.corpus.read_crop(utterance, int(self.starts[index]), self.length)
+        return check_finite(crop, self.corpus.utterances[utterance].path)
 
 
 def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> float:

@@ -24,9 +24,10 @@ from tqdm import tqdm  # noqa: E402
 
 import configure  # noqa: E402
 from common.errors import UserInputError, run_main  # noqa: E402
-from common.files import read_npy_header, save_npy, write_text  # noqa: E402
+from common.files import save_npy, write_text  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
-from feat_extract.fbank import N_MELS, log_mel_fbank  # noqa: E402
+from feat_extract.fbank import log_mel_fbank  # noqa: E402
+from feat_extract.features import is_complete_feature  # noqa: E402
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FEAT_DTYPES = ("float32", "float16")
@@ -100,16 +101,6 @@ def kaldi_jobs(wav_scp, utt2spk, feat_root) -> list:
         npy = Path(feat_root) / speaker / "kaldi" / f"{safe_name(utt, str(wav_scp))}.npy"
         jobs.append((str(audio), str(npy)))
     return jobs
-
-
-def is_complete_feature(path) -> bool:
-    """True when ``path`` is a whole (frames, 40) .npy: header readable and file size matching it."""
-    try:
-        shape, _, dtype, data_start = read_npy_header(path)
-        expected = data_start + int(np.prod(shape)) * dtype.itemsize
-        return len(shape) == 2 and shape[1] == N_MELS and os.path.getsize(path) == expected
-    except (OSError, ValueError, EOFError):
-        return False
 
 
 def extract_file(job):

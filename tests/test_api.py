@@ -19,7 +19,7 @@ import embed as embed_cmd
 import verify as verify_cmd
 from common.errors import UserInputError, run_main
 from feat_extract.fbank import log_mel_fbank
-from model.checkpoint import save_checkpoint
+from model.checkpoint import model_fields, save_checkpoint
 from model.model import background_resnet
 from speaker_api import ConversionNote, SpeakerEncoder
 
@@ -38,7 +38,7 @@ def tiny_model(seed=0, num_classes=5):
 
 def tiny_checkpoint(path, seed=0, epoch=3):
     model = tiny_model(seed)
-    save_checkpoint(path, epoch=epoch, state_dict=model.state_dict(), optimizer={})
+    save_checkpoint(path, epoch=epoch, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return model
 
 

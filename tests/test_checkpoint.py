@@ -47,3 +47,28 @@ def test_written_files_get_umask_permissions(tmp_path):
     write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_epochs_of_original_and_project_checkpoints(reference, tmp_path):
+    """The original writes {'epoch': epoch + 1} into checkpoint_{epoch}.pth; this project writes the
+    epoch just trained (with 'model'/'config'). Both report the same trained epochs."""
+    from model.checkpoint import model_fields, trained_epochs
+    from speaker_api import SpeakerEncoder
+    state = torch.load(reference / "model_sd.pth", weights_only=True)
+    save_checkpoint(tmp_path / "checkpoint_007.pth", epoch=8, state_dict=state, optimizer={})
+    original = SpeakerEncoder.from_checkpoint(tmp_path / "checkpoint_007.pth", device="cpu")
+    assert original.epoch == 7
+    model = background_resnet(num_classes=3, backbone="resnet18", channels=4)
+    save_checkpoint(tmp_path / "ours.pth", epoch=7, state_dict=model.state_dict(), **model_fields(model))
+    ours, checkpoint = load_encoder(tmp_path / "ours.pth")
+    assert trained_epochs(checkpoint) == 7 and checkpoint["model"] == "background_resnet"
+    assert checkpoint["model_args"] == {"num_classes": 3, "backbone": "resnet18", "channels": 4}
+    assert (ours.num_classes, ours.backbone, ours.channels) == (3, "resnet18", 4)
+    assert trained_epochs({"state_dict": {}}, tmp_path / "checkpoint_004.pth") == 4
+    assert trained_epochs({"state_dict": {}}, tmp_path / "model.pth") is None
+
+
+def test_unknown_recorded_model_is_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "cp.pth", epoch=1, state_dict={}, model="ecapa_tdnn", model_args={})
+    with pytest.raises(UserInputError, match="cannot rebuild the checkpoint's model: unknown model 'ecapa_tdnn'"):
+        load_encoder(tmp_path / "cp.pth")

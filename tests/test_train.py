@@ -37,7 +37,9 @@ def test_the_papers_command_lines_parse_with_their_defaults():
     assert (config["loss_type"], config["use_GC"], config["n_shot"], config["n_query"],
             config["use_variable"], config["nb_class_train"]) == ("prototypical", True, 1, 2, True, 100)
     softmax = trainer.resolve_config(parser.parse_args(["--loss_type", "softmax"]))
-    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 0
+    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 2   # queries honoured, as the original
+    papers_softmax = parser.parse_args("--loss_type softmax --n_query 0 --nb_class_train 256".split())
+    assert trainer.resolve_config(papers_softmax)["n_query"] == 0
     defaults = trainer.resolve_config(parser.parse_args([]))
     assert defaults["nb_class_train"] == 100 and defaults["max_epoch"] == 100 and defaults["lr"] == 0.1
     assert (defaults["data_type"], defaults["cp_num"], defaults["use_checkpoint"]) == ("vox2", 100, False)
@@ -103,7 +105,8 @@ def test_an_old_three_key_checkpoint_fine_tunes(data_root, capsys):
     encoder = background_resnet(6, "resnet34", 4)
     foreign = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
     path = data_root / "models" / "baseline_000" / "checkpoint_005.pth"
-    trainer.save_checkpoint(path, epoch=5, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
+    # the original's layout: checkpoint_{epoch}.pth holds {'epoch': epoch + 1, 'state_dict', 'optimizer'}
+    trainer.save_checkpoint(path, epoch=6, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
     folder = run_train(data_root, "--use_checkpoint", "True", "--cp_num", "5", "--max_epoch", "6")
     assert [row["epoch"] for row in read_log(folder)] == ["6"]
     assert torch.load(folder / "checkpoint_006.pth", weights_only=True)["epoch"] == 6

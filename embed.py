@@ -126,7 +126,8 @@ def main(argv=None):
     args = parse_args(argv)
     from speaker_api import SpeakerEncoder
     jobs = collect_inputs(args.inputs, args.list_file)
-    encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device)
+    encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device,
+                                             model_dir=args.model_dir)
     out_dir = Path(args.out)
     rows, failures = embed_all(encoder, jobs, out_dir)
     index = write_index(out_dir, rows)

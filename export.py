@@ -111,7 +111,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from model.checkpoint import resolve_checkpoint
     args = parse_args(argv)
-    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     info = export(checkpoint_path, args.out, args.format)
     for name, entry in info["files"].items():
         print(f"wrote {Path(args.out) / entry['file']} ({name}, {entry['how']})", file=sys.stderr)

@@ -98,11 +98,11 @@ class SpeakerEncoder:
         self.note_handler = note_handler    # callable(str); default: warnings.warn(ConversionNote)
 
     @classmethod
-    def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None):
-        """Load ``path`` or ``saved_model/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``."""
-        if path is None and (n_folder is None or cp_num is None):
-            raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
-        path = resolve_checkpoint(n_folder, cp_num, path)
+    def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None,
+                        model_dir=None):
+        """Load ``path`` or ``<model_dir>/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``
+        (``model_dir`` default: saved_model/)."""
+        path = checkpoint_file(path, n_folder, cp_num, model_dir)
         device = torch.device(device) if device is not None else default_device()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserInputError(f"device {device} requested but no CUDA GPU is available; use device='cpu'")
@@ -155,21 +155,28 @@ class SpeakerEncoder:
         return int(self.model.fc1.shape[0])
 
 
-_default_encoder = {}
+def checkpoint_file(path=None, n_folder=None, cp_num=None, model_dir=None) -> Path:
+    if path is None and (n_folder is None or cp_num is None):
+        raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
+    return resolve_checkpoint(n_folder, cp_num, path, model_dir)
 
 
-def _encoder(checkpoint=None, n_folder=None, cp_num=None):
-    key = (str(checkpoint), n_folder, cp_num)
+_default_encoder = {}   # resolved checkpoint file -> SpeakerEncoder
+
+
+def _encoder(checkpoint=None, n_folder=None, cp_num=None, model_dir=None):
+    key = str(checkpoint_file(checkpoint, n_folder, cp_num, model_dir).resolve())
     if key not in _default_encoder:
-        _default_encoder[key] = SpeakerEncoder.from_checkpoint(checkpoint, n_folder, cp_num)
+        _default_encoder[key] = SpeakerEncoder.from_checkpoint(key)
     return _default_encoder[key]
 
 
-def embed(path_or_array, sample_rate=None, checkpoint=None, n_folder=None, cp_num=None) -> np.ndarray:
-    """One-call embedding; the encoder for the given checkpoint is loaded once and cached."""
-    return _encoder(checkpoint, n_folder, cp_num).embed(path_or_array, sample_rate)
+def embed(path_or_array, sample_rate=None, checkpoint=None, n_folder=None, cp_num=None,
+          model_dir=None) -> np.ndarray:
+    """One-call embedding; the encoder for the given checkpoint file is loaded once and cached."""
+    return _encoder(checkpoint, n_folder, cp_num, model_dir).embed(path_or_array, sample_rate)
 
 
-def score(a, b, checkpoint=None, n_folder=None, cp_num=None) -> float:
+def score(a, b, checkpoint=None, n_folder=None, cp_num=None, model_dir=None) -> float:
     """One-call cosine score of two embeddings, paths or (samples, sample_rate) tuples."""
-    return _encoder(checkpoint, n_folder, cp_num).score(a, b)
+    return _encoder(checkpoint, n_folder, cp_num, model_dir).score(a, b)

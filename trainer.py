@@ -421,7 +421,6 @@ def prepare(args):
     """Everything that can fail on bad input, checked before any process group starts."""
     ctx = context_from_env()
     config = resolve_config(args, ctx)
-    configure.SAVED_MODEL_DIR = Path(config["model_dir"])
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
     episode = episode_config(config)
     check_episode_config(corpus, episode)  # enough speakers?
@@ -430,7 +429,7 @@ def prepare(args):
     n_episodes = episodes_per_epoch(len(corpus), episode, config["n_episode"])
     checkpoint = path = None
     if config["use_checkpoint"]:
-        path = resolve_checkpoint(config["n_folder"], config["cp_num"])
+        path = resolve_checkpoint(config["n_folder"], config["cp_num"], model_dir=config["model_dir"])
         checkpoint = load_checkpoint(path)
         check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
                          config["backbone"])

@@ -25,7 +25,8 @@ class EpisodeConfig:
     n_shot: int = 1
     n_query: int = 0
     variable_query: bool = False
-    crop_frames: int = CROP_FRAMES
+    crop_frames: int = CROP_FRAMES      # support crop length
+    query_frames: int = None            # query crop length when not variable (None: crop_frames)
 
     @property
     def samples_per_class(self) -> int:
@@ -72,7 +73,7 @@ def plan_episode(corpus: FeatureCorpus, config: EpisodeConfig, rng: np.random.Ge
     per_class = [rng.choice(corpus.by_speaker[label], size=config.samples_per_class, replace=False)
                  for label in classes]
     utterances = np.array(per_class, dtype=np.int64).T.reshape(-1)  # shot-major
-    query_frames = config.crop_frames
+    query_frames = config.query_frames or config.crop_frames
     if config.variable_query and config.n_query > 0:
         query_frames = int(rng.integers(*QUERY_FRAMES_RANGE))
     n_support = config.n_way * config.n_shot

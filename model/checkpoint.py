@@ -132,11 +132,12 @@ def available_checkpoints(folder) -> list:
     return sorted(number for number in numbers if number is not None)
 
 
-def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None) -> Path:
-    """The file for ``--checkpoint`` or ``--n_folder/--cp_num``; a clear error listing what exists."""
+def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None, model_dir=None) -> Path:
+    """The file for ``--checkpoint`` or ``--n_folder/--cp_num`` in ``--model_dir`` (default
+    saved_model/); a clear error listing the checkpoints that exist."""
     if checkpoint:
         return Path(checkpoint)
-    path = configure.checkpoint_path(n_folder, cp_num)
+    path = configure.checkpoint_path(n_folder, cp_num, model_dir)
     if not path.is_file():
         existing = available_checkpoints(path.parent)
         listed = ", ".join(map(str, existing)) if existing else "none"

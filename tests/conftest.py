@@ -54,11 +54,8 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def data_root(tmp_path, monkeypatch):
+def data_root(tmp_path):
     """A data root with tiny VoxCeleb2-dev training features (6 speakers x 5 utterances)."""
-    import configure
-    monkeypatch.setattr(configure, "save_path", configure.save_path)  # main() sets them module-wide
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
     write_random_features(tmp_path / "data" / TRAIN_FEATURES, n_speakers=6, n_utterances=5,
                           frames=(150, 300))
     return tmp_path

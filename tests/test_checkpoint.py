@@ -24,13 +24,12 @@ def test_published_layout_and_bare_state_dict_load(reference, tmp_path):
     torch.testing.assert_close(model.weight, state["weight"])
 
 
-def test_missing_cp_num_lists_existing(tmp_path, monkeypatch):
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", tmp_path)
+def test_missing_cp_num_lists_existing(tmp_path):
     for epoch in (1, 2, 5):
-        save_checkpoint(configure.checkpoint_path(0, epoch), epoch=epoch, state_dict={}, optimizer={})
-    assert resolve_checkpoint(0, 2) == tmp_path / "baseline_000" / "checkpoint_002.pth"
+        save_checkpoint(configure.checkpoint_path(0, epoch, tmp_path), epoch=epoch, state_dict={}, optimizer={})
+    assert resolve_checkpoint(0, 2, model_dir=tmp_path) == tmp_path / "baseline_000" / "checkpoint_002.pth"
     with pytest.raises(UserInputError, match=r"--cp_num 7.*: 1, 2, 5$"):
-        resolve_checkpoint(0, 7)
+        resolve_checkpoint(0, 7, model_dir=tmp_path)
 
 
 def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path):

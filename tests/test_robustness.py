@@ -29,9 +29,7 @@ TRAIN_FEAT = "voxceleb2/dev/feat/train_logfbank_nfilt40"
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch):
-    """One torch thread (shared 2-core machine); main() functions set these module-wide."""
-    monkeypatch.setattr(configure, "save_path", configure.save_path)
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
+    """One torch thread (shared 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -131,20 +129,20 @@ def test_non_finite_features_stop_identification(evaluation_data, tmp_path):
 
 # ------------------------------------------------------------------------- --cp_num that does not exist
 CP_NUM_COMMANDS = {
-    "EER_full": ["--trials", "{base}/clean.txt", "--save_path", "{base}/data"],
-    "EER_short": ["--save_path", "{base}/data", "--data_type", "vox1"],
-    "identification": ["--save_path", "{base}/data", "--data_type", "vox1"],
+    "EER_full": ["--trials", "{base}/clean.txt", "--save_path", "{base}/data", "--model_dir", "{models}"],
+    "EER_short": ["--save_path", "{base}/data", "--data_type", "vox1", "--model_dir", "{models}"],
+    "identification": ["--save_path", "{base}/data", "--data_type", "vox1", "--model_dir", "{models}"],
     "train": ["--save_path", "{train}", "--model_dir", "{models}", "--use_checkpoint", "True",
               "--channels", "4", "--nb_class_train", "3"],
-    "verify": ["--threshold", "0.5", "a.wav", "b.wav"],
-    "export": ["--out", "{models}/exported"],
+    "verify": ["--threshold", "0.5", "--model_dir", "{models}", "a.wav", "b.wav"],
+    "export": ["--out", "{models}/exported", "--model_dir", "{models}"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(CP_NUM_COMMANDS))
-def test_missing_cp_num_lists_the_checkpoints_that_exist(script, evaluation_data, tmp_path, monkeypatch):
+def test_missing_cp_num_lists_the_checkpoints_that_exist(script, evaluation_data, tmp_path):
+    """Every command that reads a checkpoint takes --model_dir."""
     models = tmp_path / "models"
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", models)
     for epoch in (1, 3):
         tiny_checkpoint(models / "baseline_004" / f"checkpoint_{epoch:03d}.pth", epoch=epoch)
     train_data = write_random_features(tmp_path / "train" / TRAIN_FEAT, 3, 3, 120)

@@ -157,3 +157,21 @@ def test_learning_rate_drops_tenfold_after_four_epochs_without_improvement():
         scheduler.step(loss)
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_config_file_repeats_a_run_and_flags_override(tmp_path):
+    """``--config`` takes a run's saved config.json (or YAML); command-line flags win."""
+    flags = "--loss_type softmax --n_query 0 --nb_class_train 7 --channels 4 --lr 0.05 --seed 3".split()
+    saved = trainer.resolve_config(train.build_parser().parse_args(flags))
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    repeated = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json")]))
+    assert {k: v for k, v in repeated.items()} == saved
+    overridden = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json"),
+                                                          "--n_folder", "4", "--lr", "0.2"]))
+    assert (overridden["n_folder"], overridden["lr"], overridden["nb_class_train"]) == (4, 0.2, 7)
+    (tmp_path / "run.yaml").write_text("loss_type: prototypical\nn_query: 3\nuse_GC: false\n")
+    from_yaml = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "run.yaml")]))
+    assert (from_yaml["loss_type"], from_yaml["n_query"], from_yaml["use_GC"]) == ("prototypical", 3, False)
+    (tmp_path / "bad.yaml").write_text("n_querys: 3\n")
+    with pytest.raises(UserInputError, match=r"--config .*bad.yaml: unknown setting\(s\) n_querys"):
+        train.parse_args(["--config", str(tmp_path / "bad.yaml")])

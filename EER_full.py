@@ -8,12 +8,12 @@ eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_d
 import argparse
 
 import configure
+from common.errors import UserInputError, run_main
 from data_loading.corpus import FeatureCorpus
 from evaluation import cli
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
 from evaluation.score_norm import speaker_cohort
-from data_loading.files import UserInputError
 from evaluation.trials import locate_features, read_trials, voxceleb1_feature_roots
 
 
@@ -28,27 +28,33 @@ def parse_args(argv=None):
     return configure.apply_common_arguments(parser.parse_args(argv))
 
 
-def cohort_for(args, model):
+def cohort_corpus(args):
+    """The AS-norm cohort's training features, every flag checked before any embedding work."""
+    cli.check_positive(args, "cohort_size", "cohort_utterances")
     train_root = configure.feature_dir(args.save_path, *configure.TRAIN_DATA[args.data_type])
     if not train_root.is_dir():
         raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
                              f"found at {train_root}")
     corpus = FeatureCorpus([train_root])
-    return speaker_cohort(model, corpus, args.device, args.cohort_utterances, args.seed, args.batch_size)
+    if args.cohort_size > corpus.n_speakers:
+        raise UserInputError(f"--cohort_size {args.cohort_size} must be between 1 and the cohort's "
+                             f"{corpus.n_speakers} speakers")
+    return corpus
 
 
 def main(argv=None):
     args = parse_args(argv)
     trials = read_trials(args.trials)
     located = locate_features(trials.utterances(), voxceleb1_feature_roots(args.save_path))
+    cohort_features = cohort_corpus(args) if args.score_norm == "asnorm" else None
     model, checkpoint, out_dir = cli.load_model(args)
     names, embeddings = embed_trial_utterances(model, trials, located, args.device, args.batch_size)
     scores = cosine_trial_scores(trials, names, embeddings)
     summary = {"checkpoint": str(checkpoint), "trials": str(trials.path), **cli.evaluate_scores(trials.labels, scores)}
     curves = [("cosine", trials.labels, scores)]
-    if args.score_norm == "asnorm":
-        cli.check_positive(args, "cohort_size", "cohort_utterances")
-        cohort = cohort_for(args, model)
+    if cohort_features is not None:
+        cohort = speaker_cohort(model, cohort_features, args.device, args.cohort_utterances, args.seed,
+                                args.batch_size)
         normalised = asnorm_trial_scores(trials, names, embeddings, scores, cohort, args.cohort_size)
         summary["asnorm"] = {"cohort_size": args.cohort_size, "cohort_speakers": len(cohort),
                              **cli.evaluate_scores(trials.labels, normalised, prefix="AS-norm ")}
@@ -63,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

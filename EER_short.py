@@ -9,6 +9,7 @@ Writes scores_short_<len>_cpNNN.txt, eer_short_cpNNN.json and det_short_cpNNN.pn
 """
 import argparse
 
+from common.errors import run_main
 import configure
 from data_loading.corpus import FeatureCorpus
 from evaluation import cli
@@ -64,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

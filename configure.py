@@ -15,8 +15,6 @@ SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
 VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"
 
-SAMPLE_RATE = 16000
-N_MELS = 40
 TRAIN_FEAT_FOLDER = "train_logfbank_nfilt40"
 TEST_FEAT_FOLDER = "test_logfbank_nfilt40"
 
@@ -37,12 +35,13 @@ def wav_dir(root, dataset: str, split: str) -> Path:
     return Path(root) / SPLITS[(dataset, split)][0]
 
 
-def model_dir(n_folder: int) -> Path:
-    return SAVED_MODEL_DIR / f"baseline_{n_folder:03d}"
+def model_dir(n_folder: int, root=None) -> Path:
+    """``<root>/baseline_{n_folder:03d}`` (root: ``--model_dir``, default saved_model/)."""
+    return Path(root or SAVED_MODEL_DIR) / f"baseline_{n_folder:03d}"
 
 
-def checkpoint_path(n_folder: int, epoch: int) -> Path:
-    return model_dir(n_folder) / f"checkpoint_{epoch:03d}.pth"
+def checkpoint_path(n_folder: int, epoch: int, root=None) -> Path:
+    return model_dir(n_folder, root) / f"checkpoint_{epoch:03d}.pth"
 
 
 # ---------------------------------------------------------------- command-line helpers shared by scripts
@@ -70,10 +69,16 @@ def add_common_arguments(parser) -> None:
 
 
 def add_checkpoint_arguments(parser) -> None:
-    """--checkpoint PATH, or --n_folder/--cp_num: how the model-using commands pick a checkpoint."""
+    """--checkpoint PATH, or --n_folder/--cp_num (in --model_dir): how model-using commands pick one."""
     parser.add_argument("--checkpoint", type=str, default=None, help="checkpoint file (.pth)")
-    parser.add_argument("--n_folder", type=int, default=None, help="saved_model/baseline_{n_folder:03d}")
+    parser.add_argument("--n_folder", type=int, default=None, help="<model_dir>/baseline_{n_folder:03d}")
     parser.add_argument("--cp_num", type=int, default=None, help="checkpoint epoch in that folder")
+    add_model_dir_argument(parser)
+
+
+def add_model_dir_argument(parser) -> None:
+    parser.add_argument("--model_dir", type=str, default=None,
+                        help=f"where baseline_XXX folders are (default {SAVED_MODEL_DIR})")
 
 
 def check_checkpoint_arguments(parser, args) -> None:
@@ -82,15 +87,12 @@ def check_checkpoint_arguments(parser, args) -> None:
 
 
 def apply_common_arguments(args):
-    """Resolve --save_path (module-wide) and --use_cuda/--gpu into ``args.device``; seed everything."""
+    """Fill in --save_path's default, resolve --use_cuda/--gpu into ``args.device``; seed everything."""
     import random
 
     import numpy as np
     import torch
-    global save_path
-    if args.save_path is not None:
-        save_path = args.save_path
-    args.save_path = save_path
+    args.save_path = args.save_path or save_path
     cuda_available = torch.cuda.is_available()
     if args.use_cuda is None:
         args.use_cuda = cuda_available
@@ -102,25 +104,3 @@ def apply_common_arguments(args):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     return args
-
-
-def run_main(main) -> None:
-    """Run an entry point; bad input (UserInputError) becomes one ``error: ...`` line and exit code 2."""
-    from data_loading.files import UserInputError
-    try:
-        main()
-    except UserInputError as error:
-        print(f"error: {user_message(error)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-def user_message(error) -> str:
-    """The message of a UserInputError; one raised in a DataLoader worker arrives wrapped in the
-    worker's traceback, whose last line is ``...UserInputError: <message>``."""
-    text = str(error)
-    if text.startswith("Caught UserInputError in DataLoader worker"):
-        return text.strip().splitlines()[-1].split("UserInputError: ", 1)[-1]
-    return text

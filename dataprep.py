@@ -12,8 +12,8 @@ import argparse
 import sys
 
 import configure
-from data_loading import download, synthetic
-from data_loading.files import UserInputError
+from prep import download, synthetic
+from common.errors import UserInputError, run_main
 
 
 def parse_args(argv=None):
@@ -94,4 +94,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from common.errors import run_main
 import configure
-from data_loading.files import write_text
-from model.checkpoint import save_checkpoint
+from common.files import write_text
+from model.checkpoint import model_fields, save_checkpoint
 from model.model import background_resnet
 
 TEST_LENGTHS = (100, 200)
@@ -54,7 +55,7 @@ def untrained_checkpoint(args, model_dir: Path) -> Path:
     torch.manual_seed(args.seed)
     model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
     path = model_dir / "untrained" / "checkpoint_000.pth"
-    save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={})
+    save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path
 
 
@@ -109,4 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data_loading.episodes import EpisodeDataset, crops_tensor
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=10)
 
@@ -152,13 +152,20 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if x.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
+    @torch.no_grad()
+    def update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """Running statistics as ``F.batch_norm`` keeps them: exponential with ``momentum``, or the
+        cumulative average over the batches seen when ``momentum`` is None."""
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased_var, alpha=momentum)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         synced = self.training and dist.is_available() and dist.is_initialized() and \
             dist.get_world_size() > 1
         if not synced:
             return super().forward(x)
-        if self.track_running_stats:
-            self.num_batches_tracked.add_(1)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         def all_reduce(tensor):
@@ -168,11 +175,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         centred = x - mean.reshape(shape)
         var = all_reduce(centred.pow(2).sum(dim=dims)) / count
         if self.track_running_stats:
-            with torch.no_grad():
-                momentum = self.momentum if self.momentum is not None else 0.1
-                unbiased = var * count / max(count.item() - 1, 1)
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(unbiased.detach(), alpha=momentum)
+            self.update_running_stats(mean.detach(), (var * count / max(count.item() - 1, 1)).detach())
         out = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)

@@ -18,8 +18,9 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 import configure
-from data_loading.files import UserInputError, save_npy, write_text
-from feat_extract.feature_extraction import SAMPLE_RATE, log_mel_fbank
+from common.errors import UserInputError, run_main
+from common.files import save_npy, write_text
+from feat_extract.fbank import SAMPLE_RATE, log_mel_fbank
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
 INDEX_NAME = "index.tsv"
@@ -125,7 +126,8 @@ def main(argv=None):
     args = parse_args(argv)
     from speaker_api import SpeakerEncoder
     jobs = collect_inputs(args.inputs, args.list_file)
-    encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device)
+    encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device,
+                                             model_dir=args.model_dir)
     out_dir = Path(args.out)
     rows, failures = embed_all(encoder, jobs, out_dir)
     index = write_index(out_dir, rows)
@@ -137,4 +139,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

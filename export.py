@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 
 import configure
-from data_loading.files import UserInputError, atomic_path, write_text
-from feat_extract import feature_extraction as recipe
+from common.errors import UserInputError, run_main
+from common.files import atomic_path, write_text
+from feat_extract import fbank as recipe
+from model.checkpoint import load_encoder, model_fields, trained_epochs
 
 FORMATS = ("torchscript", "onnx")
 FILE_NAMES = {"torchscript": "encoder.pt", "onnx": "encoder.onnx"}
@@ -57,14 +59,15 @@ def export_onnx(model, path: Path) -> str:
 def metadata(checkpoint_path, checkpoint, model, written) -> dict:
     return {
         "checkpoint": str(checkpoint_path),
-        "epoch": checkpoint.get("epoch"),
+        "epoch": trained_epochs(checkpoint, checkpoint_path),
+        **model_fields(model),
         "encoder": {"backbone": model.backbone, "channels": model.channels, "num_classes": model.num_classes},
         "input": {"name": INPUT_NAME, "shape": ["batch", 1, recipe.N_MELS, "frames"], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", int(model.fc1.shape[0])], "dtype": "float32"},
         "embedding_size": int(model.fc1.shape[0]),
         "sample_rate": recipe.SAMPLE_RATE,
         "feature_recipe": {
-            "function": "feat_extract.feature_extraction.log_mel_fbank",
+            "function": "feat_extract.fbank.log_mel_fbank",
             "channels": "mono", "samples": "int16 scale (float input in [-1, 1] times 32768)",
             "n_mels": recipe.N_MELS, "win_length_s": recipe.WIN_LENGTH, "win_step_s": recipe.WIN_STEP,
             "n_fft": recipe.N_FFT, "preemphasis": recipe.PREEMPHASIS, "window": "hamming",
@@ -79,7 +82,6 @@ def metadata(checkpoint_path, checkpoint, model, written) -> dict:
 
 def export(checkpoint_path, out_dir, formats=FORMATS) -> dict:
     """Write the requested formats and ``encoder.json`` into ``out_dir``; returns the metadata."""
-    from model.checkpoint import load_encoder
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise UserInputError(f"unknown --format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
@@ -109,7 +111,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from model.checkpoint import resolve_checkpoint
     args = parse_args(argv)
-    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     info = export(checkpoint_path, args.out, args.format)
     for name, entry in info["files"].items():
         print(f"wrote {Path(args.out) / entry['file']} ({name}, {entry['how']})", file=sys.stderr)
@@ -118,4 +120,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -8,6 +8,7 @@ Prints the mean accuracy with its 95 % confidence interval (1.96 * std / sqrt(ep
 """
 import argparse
 
+from common.errors import run_main
 import configure
 from data_loading.corpus import FeatureCorpus
 from evaluation import cli
@@ -45,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
-from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
 from evaluation.embedding import strict_fp32
-from model.checkpoint import load_encoder, resolve_checkpoint
+from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from feat_extract.features import check_features, model_input
+from model.checkpoint import load_encoder, resolve_checkpoint, trained_epochs
 
 
 class ConversionNote(UserWarning):
@@ -98,16 +99,16 @@ class SpeakerEncoder:
         self.note_handler = note_handler    # callable(str); default: warnings.warn(ConversionNote)
 
     @classmethod
-    def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None):
-        """Load ``path`` or ``saved_model/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``."""
-        if path is None and (n_folder is None or cp_num is None):
-            raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
-        path = resolve_checkpoint(n_folder, cp_num, path)
+    def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None,
+                        model_dir=None):
+        """Load ``path`` or ``<model_dir>/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``
+        (``model_dir`` default: saved_model/)."""
+        path = checkpoint_file(path, n_folder, cp_num, model_dir)
         device = torch.device(device) if device is not None else default_device()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserInputError(f"device {device} requested but no CUDA GPU is available; use device='cpu'")
         model, checkpoint = load_encoder(path, device=device)
-        return cls(model, device, path, checkpoint.get("epoch"), note_handler)
+        return cls(model, device, path, trained_epochs(checkpoint, path), note_handler)
 
     def _note(self, source: str, note: str) -> None:
         message = f"{source}: {note}"
@@ -126,13 +127,8 @@ class SpeakerEncoder:
     @torch.no_grad()
     def embed_features(self, features: np.ndarray) -> np.ndarray:
         """(frames, 40) features -> (256,) float32 embedding."""
-        features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != 40 or features.shape[0] == 0:
-            raise UserInputError(f"expected (frames, 40) features, got shape {features.shape}")
-        if not np.isfinite(features).all():
-            raise UserInputError("features contain NaN or infinite values")
-        features = features - features.mean(axis=0, keepdims=True)   # normalize_frames, as EER_full
-        batch = torch.from_numpy(np.ascontiguousarray(features.T))[None, None].to(self.device)
+        features = check_features(np.asarray(features, np.float32), "features")
+        batch = model_input(features[None]).to(self.device)   # normalize_frames, as EER_full
         with strict_fp32(self.device):
             return self.model(batch)[0].float().cpu().numpy()
 
@@ -161,21 +157,28 @@ class SpeakerEncoder:
         return int(self.model.fc1.shape[0])
 
 
-_default_encoder = {}
+def checkpoint_file(path=None, n_folder=None, cp_num=None, model_dir=None) -> Path:
+    if path is None and (n_folder is None or cp_num is None):
+        raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
+    return resolve_checkpoint(n_folder, cp_num, path, model_dir)
 
 
-def _encoder(checkpoint=None, n_folder=None, cp_num=None):
-    key = (str(checkpoint), n_folder, cp_num)
+_default_encoder = {}   # resolved checkpoint file -> SpeakerEncoder
+
+
+def _encoder(checkpoint=None, n_folder=None, cp_num=None, model_dir=None):
+    key = str(checkpoint_file(checkpoint, n_folder, cp_num, model_dir).resolve())
     if key not in _default_encoder:
-        _default_encoder[key] = SpeakerEncoder.from_checkpoint(checkpoint, n_folder, cp_num)
+        _default_encoder[key] = SpeakerEncoder.from_checkpoint(key)
     return _default_encoder[key]
 
 
-def embed(path_or_array, sample_rate=None, checkpoint=None, n_folder=None, cp_num=None) -> np.ndarray:
-    """One-call embedding; the encoder for the given checkpoint is loaded once and cached."""
-    return _encoder(checkpoint, n_folder, cp_num).embed(path_or_array, sample_rate)
+def embed(path_or_array, sample_rate=None, checkpoint=None, n_folder=None, cp_num=None,
+          model_dir=None) -> np.ndarray:
+    """One-call embedding; the encoder for the given checkpoint file is loaded once and cached."""
+    return _encoder(checkpoint, n_folder, cp_num, model_dir).embed(path_or_array, sample_rate)
 
 
-def score(a, b, checkpoint=None, n_folder=None, cp_num=None) -> float:
+def score(a, b, checkpoint=None, n_folder=None, cp_num=None, model_dir=None) -> float:
     """One-call cosine score of two embeddings, paths or (samples, sample_rate) tuples."""
-    return _encoder(checkpoint, n_folder, cp_num).score(a, b)
+    return _encoder(checkpoint, n_folder, cp_num, model_dir).score(a, b)

@@ -4,16 +4,26 @@
     python train.py --loss_type softmax
     torchrun --nproc_per_node 4 train.py ...            # one episode shared by 4 processes (DDP)
     python train.py ... --use_checkpoint True --cp_num 7  # resume from epoch 8
+    python train.py --config saved_model/baseline_000/config.json --n_folder 1   # repeat a run (flags override)
 """
 import argparse
+from pathlib import Path
+
+import yaml
 
 import configure
+from common.errors import UserInputError, run_main
+from model.loss import LOSSES
+from model.registry import DEFAULT_MODEL, MODELS
+from model.resnet import BLOCKS_PER_STAGE
+
+RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     str2bool = configure.str2bool
-    parser.add_argument("--loss_type", choices=("softmax", "prototypical"), default="prototypical")
+    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical", help="training objective")
     parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
@@ -29,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
     parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")
     parser.add_argument("--channels", type=int, default=32, help="encoder width")
-    parser.add_argument("--backbone", choices=("resnet34", "resnet18"), default="resnet34")
+    parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL, help="encoder")
+    parser.add_argument("--backbone", choices=tuple(BLOCKS_PER_STAGE), default="resnet34", help="ResNet depth")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")
     parser.add_argument("--amp", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="bfloat16 autocast on the GPU")
@@ -39,16 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
-    parser.add_argument("--model_dir", type=str, default=None,
-                        help=f"where baseline_XXX folders go (default {configure.SAVED_MODEL_DIR})")
+    configure.add_model_dir_argument(parser)
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Flags, with ``--config FILE`` (YAML, or the config.json a run saved) supplying the defaults
+    that the command line does not set."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**config_defaults(known.config, parser))
+    return parser.parse_args(argv)
+
+
+def config_defaults(path, parser) -> dict:
+    """The settings of a config file that are flags of ``parser`` (keys a run only records, such as
+    world_size, are ignored); an unknown key or a file that is not a mapping is an error."""
+    try:
+        settings = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserInputError(f"--config {path}: cannot read it ({str(error).splitlines()[0]})") from None
+    if not isinstance(settings, dict):
+        raise UserInputError(f"--config {path}: expected a mapping of flag names to values")
+    flags = {action.dest for action in parser._actions} - {"help", "config"}
+    unknown = sorted(set(settings) - flags - RECORDED_ONLY)
+    if unknown:
+        raise UserInputError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
+    return {key: value for key, value in settings.items() if key in flags}
+
+
 def main(argv=None) -> None:
-    args = configure.apply_common_arguments(build_parser().parse_args(argv))
+    args = configure.apply_common_arguments(parse_args(argv))
     import trainer
     trainer.train(args)
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

@@ -27,19 +27,21 @@ from tqdm import tqdm
 import configure
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
-from data_loading.files import UserInputError, atomic_path, write_text
+from common.errors import UserInputError
+from common.files import atomic_path, write_text
 from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
                          destroy_process_group, gather_shot_major, init_process_group, process_group_note)
-from model.checkpoint import encoder_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
-from model.loss import EpisodeObjective
-from model.model import background_resnet
+from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, resolve_checkpoint, save_checkpoint,
+                              trained_epochs)
+from model.loss import LOSSES, EpisodeObjective, build_objective
+from model.registry import build_model
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
 TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
 OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
                    ".config.json.*.tmp")
-CONFIG_KEYS = ("loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
+CONFIG_KEYS = ("model", "loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
                "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
                "cudnn_benchmark")
@@ -52,8 +54,10 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
     softmax = config["loss_type"] == "softmax"
     if config["nb_class_train"] is None:
         config["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if softmax else PROTOTYPICAL_WAYS
-    if softmax:
-        config["n_query"] = 0  # the softmax baseline classifies the support crops only
+        if softmax and ctx.is_main:
+            print(f"note: --loss_type softmax: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the paper's "
+                  f"softmax setting; the original's --nb_class_train default is {PROTOTYPICAL_WAYS})",
+                  file=sys.stderr)
     if config["workers"] is None:
         config["workers"] = min(4, os.cpu_count() or 1)
     if config["cudnn_benchmark"] is None:  # autotuning pays off only when the shapes repeat
@@ -65,8 +69,9 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
 
 
 def check_config(config: dict) -> None:
-    minimum = {"n_shot": 1, "nb_class_train": 1, "max_epoch": 1, "channels": 1, "workers": 0, "n_folder": 0}
-    if config["loss_type"] == "prototypical":
+    minimum = {"n_shot": 1, "n_query": 0, "nb_class_train": 1, "max_epoch": 1, "channels": 1, "workers": 0,
+               "n_folder": 0}
+    if LOSSES[config["loss_type"]].needs_queries:
         minimum.update(n_query=1, nb_class_train=2)
     for key, low in minimum.items():
         if config[key] < low:
@@ -110,7 +115,7 @@ class EpisodeStep(nn.Module):
     """Encoder + objective in one module (so DDP sees one forward): support and query embedded in two
     passes, gathered over ranks into the whole shot-major episode, then the losses."""
 
-    def __init__(self, encoder: background_resnet, objective: EpisodeObjective, episode: EpisodeConfig,
+    def __init__(self, encoder: nn.Module, objective: EpisodeObjective, episode: EpisodeConfig,
                  ctx: DistContext = DistContext()):
         super().__init__()
         self.encoder = encoder
@@ -130,11 +135,11 @@ class EpisodeStep(nn.Module):
 
 def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: DistContext):
     torch.manual_seed(config["seed"])  # the same initial weights on every rank
-    encoder = background_resnet(num_classes, config["backbone"], config["channels"])
+    encoder = build_model(config["model"], num_classes=num_classes, backbone=config["backbone"],
+                          channels=config["channels"])
     if config["sync_bn"] and ctx.enabled:
         encoder = convert_sync_batchnorm(encoder, device)
-    uses_class_weights = config["loss_type"] == "softmax" or config["use_GC"]
-    encoder.weight.requires_grad_(uses_class_weights)
+    encoder.weight.requires_grad_(build_objective(config["loss_type"], config["use_GC"]).needs_class_weights)
     encoder = encoder.to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -248,7 +253,7 @@ def restore_rng_state(state: dict) -> None:
 
 def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict) -> None:
     state_dict = {key: value.detach().cpu() for key, value in encoder.state_dict().items()}
-    save_checkpoint(path, epoch=epoch, state_dict=state_dict, optimizer=optimizer.state_dict(),
+    save_checkpoint(path, epoch=epoch, state_dict=state_dict, **model_fields(encoder), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), config=config, rng=capture_rng_state(),
                     sampler={"seed": config["seed"], "epoch": epoch + 1})
 
@@ -283,7 +288,8 @@ def restore_optimizer(optimizer, state: dict, path) -> None:
 
 
 def resume(checkpoint: dict, path, encoder, optimizer, scheduler) -> int:
-    """Restore everything a checkpoint holds; returns the first epoch to train."""
+    """Restore everything a checkpoint holds; returns the first epoch to train (``--cp_num N``
+    resumes at N + 1, for the original's checkpoints as for this project's: ``trained_epochs``)."""
     encoder.load_state_dict(checkpoint["state_dict"], strict=True)
     if "optimizer" in checkpoint:
         restore_optimizer(optimizer, checkpoint["optimizer"], path)
@@ -291,7 +297,7 @@ def resume(checkpoint: dict, path, encoder, optimizer, scheduler) -> int:
         scheduler.load_state_dict(checkpoint["scheduler"])
     if "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
-    return int(checkpoint.get("epoch", 0)) + 1
+    return trained_epochs(checkpoint, path) + 1
 
 
 # ---------------------------------------------------------------- logs and curves
@@ -418,7 +424,6 @@ def prepare(args):
     """Everything that can fail on bad input, checked before any process group starts."""
     ctx = context_from_env()
     config = resolve_config(args, ctx)
-    configure.SAVED_MODEL_DIR = Path(config["model_dir"])
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
     episode = episode_config(config)
     check_episode_config(corpus, episode)  # enough speakers?
@@ -427,9 +432,8 @@ def prepare(args):
     n_episodes = episodes_per_epoch(len(corpus), episode, config["n_episode"])
     checkpoint = path = None
     if config["use_checkpoint"]:
-        path = resolve_checkpoint(config["n_folder"], config["cp_num"])
+        path = resolve_checkpoint(config["n_folder"], config["cp_num"], model_dir=config["model_dir"])
         checkpoint = load_checkpoint(path)
-        checkpoint.setdefault("epoch", config["cp_num"])
         check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
                          config["backbone"])
     return ctx, config, corpus, n_episodes, checkpoint, path

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import configure
-from data_loading.files import UserInputError
+from common.errors import UserInputError, run_main
 from model.checkpoint import checkpoint_number
 
 
@@ -76,7 +76,7 @@ def main(argv=None):
     args = parse_args(argv)
     from model.checkpoint import resolve_checkpoint
     from speaker_api import SpeakerEncoder
-    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
     encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
                                              note_handler=lambda note: print(f"note: {note}", file=sys.stderr))
@@ -89,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

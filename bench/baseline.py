@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_loading.files import atomic_path
+from common.files import atomic_path
 
 
 def write_pickle(path, features: np.ndarray, label: str) -> None:

@@ -16,7 +16,8 @@ if __package__ in (None, ""):
 
 import configure  # noqa: E402
 from bench import report  # noqa: E402
-from data_loading.files import UserInputError, write_text  # noqa: E402
+from common.errors import UserInputError, run_main  # noqa: E402
+from common.files import write_text  # noqa: E402
 from data_loading.episodes import EpisodeConfig  # noqa: E402
 
 BENCHMARKS = ("episodes", "store", "eer_short", "extraction", "training", "flops")
@@ -130,4 +131,4 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
-    configure.run_main(main)
+    run_main(main)

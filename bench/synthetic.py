@@ -12,8 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import baseline
-from data_loading.files import atomic_path, save_npy
-from feat_extract.feature_extraction import N_MELS, SAMPLE_RATE
+from common.files import atomic_path, save_npy
+from feat_extract.fbank import N_MELS, SAMPLE_RATE
 
 FRAMES_PER_SECOND = 100
 

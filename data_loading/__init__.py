@@ -1,1 +1,1 @@
-"""Feature corpora, crops read with positioned reads, episodic sampling and safe file writing."""
+"""Feature corpora, crops read with positioned reads, and episodic sampling."""

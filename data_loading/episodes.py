@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from data_loading.corpus import FeatureCorpus, read_stored_crops
-from data_loading.files import UserInputError
-from feat_extract.feature_extraction import N_MELS
+from common.errors import UserInputError
+from feat_extract.fbank import N_MELS
+from feat_extract.features import model_input
 
 CROP_FRAMES = 200
 QUERY_FRAMES_RANGE = (100, 200)
@@ -24,7 +25,8 @@ class EpisodeConfig:
     n_shot: int = 1
     n_query: int = 0
     variable_query: bool = False
-    crop_frames: int = CROP_FRAMES
+    crop_frames: int = CROP_FRAMES      # support crop length
+    query_frames: int = None            # query crop length when not variable (None: crop_frames)
 
     @property
     def samples_per_class(self) -> int:
@@ -71,7 +73,7 @@ def plan_episode(corpus: FeatureCorpus, config: EpisodeConfig, rng: np.random.Ge
     per_class = [rng.choice(corpus.by_speaker[label], size=config.samples_per_class, replace=False)
                  for label in classes]
     utterances = np.array(per_class, dtype=np.int64).T.reshape(-1)  # shot-major
-    query_frames = config.crop_frames
+    query_frames = config.query_frames or config.crop_frames
     if config.variable_query and config.n_query > 0:
         query_frames = int(rng.integers(*QUERY_FRAMES_RANGE))
     n_support = config.n_way * config.n_shot
@@ -97,27 +99,23 @@ def episode_rng(seed: int, epoch: int, episode: int) -> np.random.Generator:
 
 
 def crops_tensor(corpus: FeatureCorpus, utterances, starts, length: int) -> torch.Tensor:
-    """(n, 1, 40, length) float32 crops, each with its mean over time subtracted."""
+    """(n, 1, 40, length) float32 crops, each with its mean over time subtracted (``model_input``)."""
     if len(utterances) == 0:
         return torch.zeros(0, 1, N_MELS, length)
-    crops = empty_crops(len(utterances), length)
-    frames_last = crops.numpy()[:, 0]
     stored = read_stored_crops(corpus, utterances, starts, length)  # (n, length, 40), one preadv each
-    if stored is not None:
-        np.copyto(frames_last, stored.transpose(0, 2, 1))  # one batched converting transpose
-    else:  # utterances stored in different dtypes
-        for row, (utt, start) in enumerate(zip(utterances, starts)):
-            frames_last[row] = corpus.read_stored_crop(utt, start, length).T
-    means = frames_last.mean(axis=2, keepdims=True)  # (n, 40, 1): non-finite iff a crop value is
-    if not np.isfinite(means).all():
-        raise_non_finite(corpus, utterances, means)
-    frames_last -= means
+    if stored is None:  # utterances stored in different dtypes
+        stored = np.stack([corpus.read_crop(utt, start, length) for utt, start in zip(utterances, starts)])
+    crops = model_input(stored, out=empty_crops(len(utterances), length))
+    # a non-finite value makes its row's mean, hence the whole centred row, non-finite: frame 0 tells
+    first_frames = crops.numpy()[:, 0, :, 0]
+    if not np.isfinite(first_frames).all():
+        raise_non_finite(corpus, utterances, first_frames)
     return crops
 
 
-def raise_non_finite(corpus: FeatureCorpus, utterances, means: np.ndarray) -> None:
+def raise_non_finite(corpus: FeatureCorpus, utterances, first_frames: np.ndarray) -> None:
     """NaN/inf in a training crop: name the feature files instead of letting the loss diverge."""
-    bad = [str(corpus.utterances[utt].path) for utt, row in zip(utterances, means)
+    bad = [str(corpus.utterances[utt].path) for utt, row in zip(utterances, first_frames)
            if not np.isfinite(row).all()]
     raise UserInputError(f"NaN or infinite values in training features: {', '.join(sorted(set(bad)))}"
                          " (re-extract these files)")
@@ -163,8 +161,4 @@ class EpisodeDataset(torch.utils.data.Dataset):
                                plan.support_frames)
         query = crops_tensor(self.corpus, plan.utterances[n_support:], plan.starts[n_support:],
                              plan.query_frames)
-        n_query = len(plan.utterances) - n_support
-        label_e = np.tile(np.arange(plan.n_way), n_query // plan.n_way if plan.n_way else 0)
-        return {"support": support, "query": query,
-                "label_g": torch.from_numpy(plan.label_g),
-                "label_e": torch.from_numpy(label_e.astype(np.int64))}
+        return {"support": support, "query": query, "label_g": torch.from_numpy(plan.label_g)}

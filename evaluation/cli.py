@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 
 import configure
-from data_loading.files import UserInputError, write_text
+from common.errors import UserInputError
+from common.files import write_text
 from evaluation.metrics import P_TARGETS, verification_report
 from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
 
@@ -13,13 +14,14 @@ from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
 def add_model_arguments(parser, batch_size: int = 64) -> None:
     """The original's --n_folder/--cp_num/--data_type plus --checkpoint, --batch_size, --out_dir."""
     configure.add_common_arguments(parser)
-    parser.add_argument("--n_folder", type=int, default=0, help="model folder saved_model/baseline_NNN")
+    parser.add_argument("--n_folder", type=int, default=0, help="model folder <model_dir>/baseline_NNN")
     parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) number")
     parser.add_argument("--data_type", type=str, default="vox2", choices=("vox1", "vox2"),
                         help="training data of the model: chooses the default evaluation data")
     parser.add_argument("--checkpoint", type=str, default=None,
                         help="any checkpoint file (e.g. the authors' published one) instead of "
                              "--n_folder/--cp_num")
+    configure.add_model_dir_argument(parser)
     parser.add_argument("--batch_size", type=int, default=batch_size, help="items per forward pass")
     parser.add_argument("--out_dir", type=str, default=None,
                         help="where result files go (default: the checkpoint's folder)")
@@ -34,7 +36,7 @@ def check_positive(args, *names) -> None:
 def load_model(args):
     """(model in eval mode on args.device, checkpoint path, output folder) for the parsed flags."""
     check_positive(args, "batch_size")
-    path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint)
+    path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     number = checkpoint_number(path)
     if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
         args.cp_num = number

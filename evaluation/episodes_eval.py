@@ -1,8 +1,8 @@
 """Unseen-speaker identification in N-way K-shot episodes (the original identification.py), batched.
 
-Each episode draws ``n_way`` speakers and, per speaker, ``n_shot + n_query`` different utterances;
-enrolment (support) crops are ``enroll_length`` frames, queries ``test_length`` frames (random
-starts; a shorter utterance is tiled). Crops have their mean over time subtracted. The prototype of a
+Episodes come from the training planner (``data_loading.episodes.plan_episode``): ``n_way`` speakers
+and, per speaker, ``n_shot + n_query`` different utterances; enrolment (support) crops are
+``enroll_length`` frames, queries ``test_length`` frames (random starts; a shorter utterance is tiled). Crops have their mean over time subtracted. The prototype of a
 speaker is the mean of its support embeddings; a query is assigned to the prototype of highest
 cosine similarity. Episode ``i`` is a pure function of ``(seed, i)``.
 """
@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data_loading.corpus import FeatureCorpus, random_start
-from data_loading.episodes import EpisodeConfig, check_episode_config
-from data_loading.files import UserInputError
+from data_loading.corpus import FeatureCorpus
+from data_loading.episodes import EpisodeConfig, check_episode_config, plan_episode
 from evaluation.embedding import embed_crops
-from model.loss import prototypes_of
+from feat_extract.features import check_finite
+from model.losses.terms import prototypes_of
 
 
 @dataclass(frozen=True)
@@ -30,30 +30,10 @@ class IdentificationConfig:
     test_length: int = 100
 
 
-@dataclass
-class IdentificationEpisode:
-    support: np.ndarray         # (n_shot * n_way,) utterance indices, shot-major
-    support_starts: np.ndarray
-    query: np.ndarray           # (n_query * n_way,) shot-major: query j of class c at j * n_way + c
-    query_starts: np.ndarray
-
-
-def eligible_speakers(corpus: FeatureCorpus, config: IdentificationConfig) -> np.ndarray:
-    """Speakers with at least n_shot + n_query utterances; a clear error if fewer than n_way."""
-    return check_episode_config(corpus, EpisodeConfig(config.n_way, config.n_shot, config.n_query))
-
-
-def plan_identification_episode(corpus: FeatureCorpus, config: IdentificationConfig,
-                                rng: np.random.Generator, speakers: np.ndarray) -> IdentificationEpisode:
-    classes = rng.choice(speakers, size=config.n_way, replace=False)
-    per_class = np.array([rng.choice(corpus.by_speaker[c], size=config.n_shot + config.n_query,
-                                     replace=False) for c in classes], dtype=np.int64)
-    support = per_class[:, :config.n_shot].T.reshape(-1)
-    query = per_class[:, config.n_shot:].T.reshape(-1)
-    starts = lambda utts, length: np.array(  # noqa: E731
-        [random_start(rng, corpus.utterances[u].n_frames, length) for u in utts], dtype=np.int64)
-    return IdentificationEpisode(support, starts(support, config.enroll_length),
-                                 query, starts(query, config.test_length))
+def episode_config(config: IdentificationConfig) -> EpisodeConfig:
+    """The training planner's episode with enrolment-length support and test-length query crops."""
+    return EpisodeConfig(config.n_way, config.n_shot, config.n_query, crop_frames=config.enroll_length,
+                         query_frames=config.test_length)
 
 
 class CorpusCrops:
@@ -66,11 +46,9 @@ class CorpusCrops:
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        crop = self.corpus.read_crop(int(self.utterances[index]), int(self.starts[index]), self.length)
-        if not np.isfinite(crop).all():
-            path = self.corpus.utterances[int(self.utterances[index])].path
-            raise UserInputError(f"{path}: feature file holds NaN or infinite values (re-extract it)")
-        return crop
+        utterance = int(self.utterances[index])
+        crop = self.corpus.read_crop(utterance, int(self.starts[index]), self.length)
+        return check_finite(crop, self.corpus.utterances[utterance].path)
 
 
 def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> float:
@@ -85,14 +63,17 @@ def episode_accuracy(support: np.ndarray, query: np.ndarray, n_way: int) -> floa
 def run_identification(model, corpus: FeatureCorpus, config: IdentificationConfig, n_episodes: int,
                        device, seed: int = 0, batch_size: int = 64) -> np.ndarray:
     """Per-episode accuracies (percent) of ``n_episodes`` seeded episodes."""
-    speakers = eligible_speakers(corpus, config)
+    episode = episode_config(config)
+    speakers = check_episode_config(corpus, episode)
     accuracies = []
     for index in tqdm(range(n_episodes), desc="identification episodes", unit="episode", file=sys.stderr):
-        episode = plan_identification_episode(corpus, config, np.random.default_rng([seed, index]), speakers)
-        embed = lambda utts, starts, length: embed_crops(  # noqa: E731
-            model, CorpusCrops(corpus, utts, starts, length), device, batch_size, desc="")
-        support = embed(episode.support, episode.support_starts, config.enroll_length)
-        query = embed(episode.query, episode.query_starts, config.test_length)
+        plan = plan_episode(corpus, episode, np.random.default_rng([seed, index]), speakers)
+        n_support = plan.n_support
+        embed = lambda rows, length: embed_crops(  # noqa: E731
+            model, CorpusCrops(corpus, plan.utterances[rows], plan.starts[rows], length), device,
+            batch_size, desc="")
+        support = embed(slice(0, n_support), plan.support_frames)
+        query = embed(slice(n_support, None), plan.query_frames)
         accuracies.append(episode_accuracy(support, query, config.n_way))
     return np.array(accuracies)
 

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
-from data_loading.files import atomic_path  # noqa: E402
+from common.files import atomic_path  # noqa: E402
 from evaluation.metrics import det_points, eer_point, min_dcf_point, roc  # noqa: E402
 
 FIGSIZE = (6.4, 5.6)   # inches; at DPI this is 640 x 560 pixels

@@ -8,7 +8,7 @@ embeddings, itself normalised to unit length).
 """
 import numpy as np
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from evaluation.embedding import embed_utterances
 
 

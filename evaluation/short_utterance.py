@@ -17,8 +17,9 @@ import numpy as np
 
 import configure
 from data_loading.corpus import FeatureCorpus
-from data_loading.files import UserInputError
-from evaluation.embedding import check_finite, cosine_rows, embed_crops, embed_utterances
+from common.errors import UserInputError
+from evaluation.embedding import cosine_rows, embed_crops, embed_utterances
+from feat_extract.features import check_finite
 
 EVALUATION_SPLITS = {"vox2": (("voxceleb1", "dev"), ("voxceleb1", "test")),  # as the paper
                      "vox1": (("voxceleb1", "test"),)}                       # unseen speakers only
@@ -88,7 +89,7 @@ def make_short_trials(corpus: FeatureCorpus, test_length: int, pairs_per_speaker
 
 
 class ShortCrops:
-    """The test crops of ``trials``, read lazily (memory-mapped) so that batches stay small."""
+    """The test crops of ``trials``, read lazily (positioned reads) so that batches stay small."""
 
     def __init__(self, corpus: FeatureCorpus, trials: ShortTrials):
         self.corpus, self.trials = corpus, trials
@@ -97,22 +98,9 @@ class ShortCrops:
         return len(self.trials)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        path = self.corpus.utterances[self.trials.test[index]].path
-        return short_crop(path, int(self.trials.start[index]), self.trials.length)
-
-
-def short_crop(path, start: int, length: int) -> np.ndarray:
-    """``length`` frames from ``start`` of the utterance doubled as in the original (float32)."""
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
-        raise UserInputError(f"{path}: truncated or corrupt .npy feature file ({error})") from None
-    frames = (start + np.arange(length)) % features.shape[0]
-    if frames[-1] == start + length - 1:   # no wrap-around: one contiguous slice
-        crop = np.asarray(features[start:start + length], dtype=np.float32)
-    else:
-        crop = np.asarray(features, dtype=np.float32)[frames]
-    return check_finite(crop, path)
+        utterance = int(self.trials.test[index])
+        crop = self.corpus.read_crop(utterance, int(self.trials.start[index]), self.trials.length, wrap="double")
+        return check_finite(crop, self.corpus.utterances[utterance].path)
 
 
 def score_short_trials(model, corpus: FeatureCorpus, trials: ShortTrials, device, batch_size: int = 64,

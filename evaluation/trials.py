@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 import configure
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 
 N_MISSING_SHOWN = 5
 

@@ -26,8 +26,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from data_loading.files import UserInputError
-from feat_extract.feature_extraction import INT16_SCALE, SAMPLE_RATE, WIN_LENGTH
+from common.errors import UserInputError
+from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, WIN_LENGTH
 
 FFMPEG_SUFFIXES = {".m4a", ".aac", ".mp3", ".mp4", ".opus", ".webm"}
 SILENCE_PEAK = 1.0     # below one int16 step: digital silence

@@ -1,49 +1,33 @@
-"""40-d log-mel filterbank features exactly as the paper's pipeline computes them.
+"""Extract 40-d log-mel features for a whole corpus (the feature-extraction command).
 
-python_speech_features ``fbank`` on int16-scale samples, ``20*log10(max(x, 1e-5))``, then the
-per-filter mean over time subtracted. Features are stored as float ``.npy`` (frames, 40), one file per
-utterance, mirroring the wav tree, so a training crop is one positioned read of just its frames.
+    python feat_extract/feature_extraction.py --save_path DIR [--workers N --feat_dtype float16 --strict]
+    python feat_extract/feature_extraction.py --wav_scp wav.scp --utt2spk utt2spk --out_dir FEATS
+
+Every wav under the wav folders of configure.SPLITS (or listed by a Kaldi wav.scp + utt2spk) becomes
+a mirrored ``.npy`` in the feature folder (``feat_extract.fbank.log_mel_fbank``). Parallel, resumable
+(complete outputs are skipped), atomic (temp file + rename), bad files listed in
+``<feature folder>/extraction_report.txt``.
 """
-import numpy as np
-from python_speech_features import fbank
+import argparse
+import contextlib
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
-SAMPLE_RATE = 16000
-N_MELS = 40
-WIN_LENGTH = 0.025
-WIN_STEP = 0.01
-N_FFT = 512
-PREEMPHASIS = 0.97
-LOG_FLOOR = 1e-5
-INT16_SCALE = 32768.0
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-def to_int16_scale(signal: np.ndarray) -> np.ndarray:
-    """float64 samples on the int16 scale: integer input as is, float input in [-1, 1] times 32768."""
-    signal = np.asarray(signal)
-    if np.issubdtype(signal.dtype, np.floating):
-        return signal.astype(np.float64) * INT16_SCALE
-    return signal.astype(np.float64)
-
-
-def log_mel_fbank(signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono signal (int16 values, or float in [-1, 1]) -> (frames, 40) float32 mean-normalised log-mel."""
-    samples = to_int16_scale(signal)
-    if samples.ndim != 1:
-        raise ValueError(f"expected a mono 1-d signal, got shape {samples.shape}")
-    energies, _ = fbank(samples, samplerate=sample_rate, nfilt=N_MELS, winlen=WIN_LENGTH,
-                        winstep=WIN_STEP, nfft=N_FFT, preemph=PREEMPHASIS, winfunc=np.hamming)
-    log_energies = 20 * np.log10(np.maximum(energies, LOG_FLOOR))
-    log_energies -= log_energies.mean(axis=0)
-    return log_energies.astype(np.float32)
-
-
-# ------------------------------------------------------------------ corpus-wide extraction (a command)
-# Every wav under the wav folders of configure.SPLITS (or listed by a Kaldi wav.scp + utt2spk) becomes
-# a mirrored ``.npy`` in the feature folder. Parallel, resumable (complete outputs are skipped),
-# atomic (temp file + rename), bad files listed in ``<feature folder>/extraction_report.txt``.
-import os  # noqa: E402  (kept below the faithful core on purpose)
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import configure  # noqa: E402
+from common.errors import UserInputError, run_main  # noqa: E402
+from common.files import save_npy, write_text  # noqa: E402
+from feat_extract.audio import read_audio  # noqa: E402
+from feat_extract.fbank import log_mel_fbank  # noqa: E402
+from feat_extract.features import is_complete_feature  # noqa: E402
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FEAT_DTYPES = ("float32", "float16")
@@ -75,7 +59,6 @@ def wav_tree_jobs(wav_root, feat_root) -> list:
 
 def read_kaldi_table(path) -> dict:
     """``key value`` lines of a Kaldi table (wav.scp, utt2spk) -> dict; CRLF and blank lines tolerated."""
-    from data_loading.files import UserInputError
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: file not found")
@@ -93,7 +76,6 @@ def read_kaldi_table(path) -> dict:
 
 
 def safe_name(name: str, where: str) -> str:
-    from data_loading.files import UserInputError
     if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
         raise UserInputError(f"{where}: {name!r} cannot be used as a file or folder name")
     return name
@@ -103,7 +85,6 @@ def kaldi_jobs(wav_scp, utt2spk, feat_root) -> list:
     """(audio, npy) pairs from a Kaldi ``wav.scp`` + ``utt2spk``: ``feat_root/<spk>/kaldi/<utt>.npy``.
 
     Piped entries (``cmd |``) are refused: running commands from a list file is not safe."""
-    from data_loading.files import UserInputError
     wavs, speakers = read_kaldi_table(wav_scp), read_kaldi_table(utt2spk)
     missing = sorted(set(wavs) - set(speakers))
     if missing:
@@ -122,21 +103,8 @@ def kaldi_jobs(wav_scp, utt2spk, feat_root) -> list:
     return jobs
 
 
-def is_complete_feature(path) -> bool:
-    """True when ``path`` is a whole (frames, 40) .npy: header readable and file size matching it."""
-    from data_loading.files import read_npy_header
-    try:
-        shape, _, dtype, data_start = read_npy_header(path)
-        expected = data_start + int(np.prod(shape)) * dtype.itemsize
-        return len(shape) == 2 and shape[1] == N_MELS and os.path.getsize(path) == expected
-    except (OSError, ValueError, EOFError):
-        return False
-
-
 def extract_file(job):
     """Worker: (audio, npy, dtype) -> (audio, status, detail); status is ok/skipped/failed."""
-    from data_loading.files import UserInputError, save_npy
-    from feat_extract.audio import read_audio
     audio_path, npy_path, dtype = job
     if is_complete_feature(npy_path):
         return audio_path, "skipped", ""
@@ -165,7 +133,6 @@ def single_blas_thread():
     thread per core in every process, oversubscribes the cores and spins (measured on 2 cores: twice
     the CPU per file, no gain from a second worker). A no-op when threadpoolctl (a scikit-learn
     dependency) is missing; the features are the same either way."""
-    import contextlib
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -180,19 +147,14 @@ def init_worker() -> None:
 
 def extraction_pool(workers: int):
     """A pool of ``workers`` processes, forked where possible so that the modules the workers need
-    (imported here, once: torch via data_loading.files, scipy.signal via audio: ~2 s of CPU each)
-    are inherited instead of imported again in every worker."""
-    import multiprocessing
-
-    import data_loading.files  # noqa: F401
-    import feat_extract.audio  # noqa: F401
+    (soundfile, scipy.signal via audio, imported at the top of this module) are inherited instead of
+    imported again in every worker."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     return multiprocessing.get_context(method).Pool(workers, initializer=init_worker)
 
 
 def record(summary: ExtractionSummary, audio_path, status, detail, strict) -> None:
     """Count one worker result; ``strict`` turns a bad file into an error."""
-    from data_loading.files import UserInputError
     if status == "failed":
         summary.failed.append((audio_path, detail))
         if strict:
@@ -206,7 +168,6 @@ def record(summary: ExtractionSummary, audio_path, status, detail, strict) -> No
 
 def run_jobs(jobs, dtype, workers, strict, desc) -> ExtractionSummary:
     """Extract ``jobs`` over a process pool with a progress bar; ``strict`` stops at the first bad file."""
-    from tqdm import tqdm
     summary = ExtractionSummary()
     tasks = [(audio, npy, dtype) for audio, npy in jobs]
     chunksize = max(1, min(64, len(tasks) // (max(workers, 1) * 16)))
@@ -224,7 +185,6 @@ def run_jobs(jobs, dtype, workers, strict, desc) -> ExtractionSummary:
 
 
 def write_report(feat_root, summary: ExtractionSummary) -> Path:
-    from data_loading.files import write_text
     lines = [f"# feature extraction: {summary.extracted} extracted, {summary.skipped} already done, "
              f"{len(summary.failed)} bad, {len(summary.converted)} converted",
              "# status<TAB>audio file<TAB>reason"]
@@ -238,7 +198,6 @@ def write_report(feat_root, summary: ExtractionSummary) -> Path:
 def extract_jobs(jobs, feat_root, workers=None, feat_dtype="float32", strict=False,
                  desc="features") -> ExtractionSummary:
     """Extract (audio, npy) ``jobs`` into ``feat_root`` and write its report."""
-    from data_loading.files import UserInputError
     if feat_dtype not in FEAT_DTYPES:
         raise UserInputError(f"--feat_dtype must be one of {', '.join(FEAT_DTYPES)}, got {feat_dtype!r}")
     workers = workers or os.cpu_count() or 1
@@ -250,8 +209,6 @@ def extract_jobs(jobs, feat_root, workers=None, feat_dtype="float32", strict=Fal
 
 def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) -> ExtractionSummary:
     """Extract every split of configure.SPLITS whose wav folder exists under ``save_path``."""
-    import configure
-    from data_loading.files import UserInputError
     total = ExtractionSummary()
     found, empty = False, []
     for (dataset, split), (wav_folder, feat_folder) in configure.SPLITS.items():
@@ -276,7 +233,6 @@ def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) 
 
 
 def print_summary(summary: ExtractionSummary) -> None:
-    import sys
     print(f"extracted {summary.extracted} files, {summary.skipped} already done, "
           f"{len(summary.failed)} bad, {len(summary.converted)} converted", file=sys.stderr)
     if summary.converted:
@@ -290,9 +246,7 @@ def print_summary(summary: ExtractionSummary) -> None:
 
 
 def parse_args(argv=None):
-    import argparse
 
-    import configure
     parser = argparse.ArgumentParser(description="Extract 40-d log-mel features for a whole corpus.")
     parser.add_argument("--save_path", default=None,
                         help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
@@ -308,8 +262,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> ExtractionSummary:
-    import configure
-    from data_loading.files import UserInputError
     args = parse_args(argv)
     if args.wav_scp or args.utt2spk or args.out_dir:
         if not (args.wav_scp and args.utt2spk and args.out_dir):
@@ -324,8 +276,6 @@ def main(argv=None) -> ExtractionSummary:
 
 
 if __name__ == "__main__":
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from configure import run_main
-    from feat_extract.feature_extraction import main as package_main  # workers import it by this name
+    # run the package's copy of this module, so that pool workers find its functions by that name
+    from feat_extract.feature_extraction import main as package_main
     run_main(package_main)

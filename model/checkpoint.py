@@ -1,18 +1,54 @@
 """Checkpoints: ``saved_model/baseline_{n_folder:03d}/checkpoint_{epoch:03d}.pth``.
 
 A checkpoint is a dict with at least ``{'epoch', 'state_dict', 'optimizer'}`` as the paper's code
-writes it (the authors' published file has exactly these); this project adds more keys (resolved
-config, scheduler and RNG states). Files are read with ``weights_only=True`` and the encoder's shape
-(classes, width, depth) is read from the weights themselves, so any of them loads without options.
+writes it (the authors' published file has exactly these); this project adds more keys: ``model`` and
+``model_args`` (the registry name and constructor arguments the encoder is rebuilt from), resolved
+``config``, scheduler and RNG states. Files are read with ``weights_only=True``; for files without
+``model`` (the authors' checkpoint, older files) the encoder's shape (classes, width, depth) is read
+from the weights themselves, so any of them loads without options.
+
+Epochs: this project stores ``'epoch': N`` (the epoch just trained) in ``checkpoint_N.pth``; the
+original code stores ``'epoch': N + 1`` (the next epoch to run) there. ``trained_epochs`` reads both:
+either way ``--cp_num N`` resumes at epoch N + 1 and the API reports N.
 """
+import pickle  # only for its exception type: nothing here unpickles
 import re
 from pathlib import Path
 
+import torch
 
 import configure
-from data_loading.files import UserInputError, torch_load, torch_save
+from common.errors import UserInputError
+from common.files import atomic_path
 from model.model import background_resnet
+from model.registry import build_model, model_name
 from model.resnet import BLOCKS_PER_STAGE
+
+
+def torch_save(path, obj) -> None:
+    """``torch.save`` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def torch_load(path, map_location="cpu"):
+    """Load a checkpoint without running code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "global" not in message.lower():  # not a refused object: the bytes are not a checkpoint
+            reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise UserInputError(f"{path}: not a loadable weights-only checkpoint (corrupt or not a "
+                                 f"PyTorch file: {reason})") from None
+        raise UserInputError(f"{path}: not a loadable weights-only checkpoint (it holds pickled objects "
+                             "other than weights, which could run code; refused)") from None
+    except Exception as error:  # RuntimeError (not a zip/pickle), EOFError (truncated) ...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None
 
 
 def encoder_shape(state_dict) -> dict:
@@ -36,6 +72,38 @@ def model_from_state_dict(state_dict) -> background_resnet:
     return model
 
 
+def model_fields(model) -> dict:
+    """``{"model": name, "model_args": {...}}``: what a checkpoint records to rebuild ``model``."""
+    return {"model": model_name(model), "model_args": dict(model.model_args)}
+
+
+def model_from_checkpoint(checkpoint: dict):
+    """The encoder of a checkpoint dict, weights loaded (strict): rebuilt from ``model``/``model_args``
+    where the file records them, otherwise inferred from the state_dict's keys and shapes."""
+    if "model" not in checkpoint:
+        return model_from_state_dict(checkpoint["state_dict"])
+    try:
+        model = build_model(checkpoint["model"], **checkpoint.get("model_args", {}))
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"cannot rebuild the checkpoint's model: {error}") from None
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    return model
+
+
+def is_original_layout(checkpoint: dict) -> bool:
+    """Written by the paper's code (or another tool): none of the keys this project adds."""
+    return not ({"config", "model"} & checkpoint.keys())
+
+
+def trained_epochs(checkpoint: dict, path=None):
+    """Epochs the weights were trained for (see the module docstring); from the file name
+    ``checkpoint_N.pth`` when the dict has no ``epoch``; None when unknown."""
+    if "epoch" in checkpoint:
+        epoch = int(checkpoint["epoch"])
+        return epoch - 1 if is_original_layout(checkpoint) else epoch
+    return checkpoint_number(path) if path is not None else None
+
+
 def load_checkpoint(path) -> dict:
     """A checkpoint dict with ``state_dict``; a bare state_dict file is wrapped as ``{'state_dict': ...}``."""
     checkpoint = torch_load(path)
@@ -49,7 +117,7 @@ def load_checkpoint(path) -> dict:
 def load_encoder(path, device="cpu"):
     """(model in eval mode on ``device``, checkpoint dict) from a checkpoint file."""
     checkpoint = load_checkpoint(path)
-    model = model_from_state_dict(checkpoint["state_dict"]).to(device).eval()
+    model = model_from_checkpoint(checkpoint).to(device).eval()
     return model, checkpoint
 
 
@@ -64,11 +132,12 @@ def available_checkpoints(folder) -> list:
     return sorted(number for number in numbers if number is not None)
 
 
-def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None) -> Path:
-    """The file for ``--checkpoint`` or ``--n_folder/--cp_num``; a clear error listing what exists."""
+def resolve_checkpoint(n_folder: int, cp_num: int, checkpoint=None, model_dir=None) -> Path:
+    """The file for ``--checkpoint`` or ``--n_folder/--cp_num`` in ``--model_dir`` (default
+    saved_model/); a clear error listing the checkpoints that exist."""
     if checkpoint:
         return Path(checkpoint)
-    path = configure.checkpoint_path(n_folder, cp_num)
+    path = configure.checkpoint_path(n_folder, cp_num, model_dir)
     if not path.is_file():
         existing = available_checkpoints(path.parent)
         listed = ", ".join(map(str, existing)) if existing else "none"

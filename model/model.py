@@ -3,6 +3,8 @@
 ``state_dict`` keys are those of the authors' published checkpoint: ``pretrained.*`` (trunk),
 ``fc1`` (256x256 projection) and ``weight`` (num_classes x 256 class weights used by the losses).
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ class background_resnet(nn.Module):  # noqa: N801 - the name users know from the
         self.backbone = backbone
         self.channels = channels
         self.num_classes = num_classes
+        self.model_args = {"num_classes": num_classes, "backbone": backbone, "channels": channels}
         self.pretrained = ResNet(BLOCKS_PER_STAGE[backbone], channels)
         width = self.pretrained.embedding_size
         self.fc1 = nn.Parameter(torch.empty(EMBEDDING_SIZE, width))
@@ -27,7 +30,8 @@ class background_resnet(nn.Module):  # noqa: N801 - the name users know from the
         nn.init.kaiming_uniform_(self.fc1, a=5 ** 0.5)
         nn.init.xavier_uniform_(self.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, 1, 40, frames) log-mel crops -> (batch, 256) speaker embeddings."""
-        pooled = self.pretrained(x)
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, 1, 40, frames) log-mel crops -> (batch, 256) speaker embeddings; with ``lengths``
+        (valid frames of each zero-padded item) each row equals the item's embedding run alone."""
+        pooled = self.pretrained(x, lengths)
         return F.linear(F.relu(pooled), self.fc1)

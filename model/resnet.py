@@ -3,6 +3,8 @@
 Module names match the authors' checkpoint (``pretrained.conv1``, ``pretrained.layer1.0.bn1`` ...),
 so a published ``state_dict`` loads with ``strict=True``.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -34,6 +36,28 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
 
+    def masked_forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        """``forward`` for zero-padded items of ``lengths`` frames: padding is zeroed after each
+        convolution stage; returns (output, output lengths)."""
+        identity = x if self.downsample is None else self.downsample(x)
+        lengths = conv_lengths(self.conv1, lengths)
+        out = self.relu(self.bn1(self.conv1(x)))
+        mask = time_mask(lengths, out.shape[-1], out.dtype)
+        out = self.bn2(self.conv2(out * mask))
+        return self.relu(out + identity) * mask, lengths
+
+
+def time_mask(lengths: torch.Tensor, frames: int, dtype) -> torch.Tensor:
+    """(n, 1, 1, frames): 1 on each item's valid frames, 0 on padding."""
+    valid = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+    return valid[:, None, None, :].to(dtype)
+
+
+def conv_lengths(conv: nn.Conv2d, lengths: torch.Tensor) -> torch.Tensor:
+    """Valid output frames of ``conv`` (time is the last axis) for inputs of ``lengths`` frames."""
+    kernel, stride, padding = conv.kernel_size[1], conv.stride[1], conv.padding[1]
+    return torch.div(lengths + 2 * padding - kernel, stride, rounding_mode="floor") + 1
+
 
 class ResNet(nn.Module):
     """Four stages of BasicBlocks with ``channels``, 2x, 4x, 8x feature maps, then mean pooling + BN."""
@@ -61,7 +85,19 @@ class ResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, 1, n_mels, frames) -> pooled, batch-normalised (batch, 8 * channels)."""
-        pooled = self.feature_maps(x).mean(dim=(2, 3))
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, 1, n_mels, frames) -> pooled, batch-normalised (batch, 8 * channels).
+
+        ``lengths``: valid frames of each zero-padded item; each output then equals the item's
+        output run alone (the convolutions see the same zeros beyond its end; pooling averages the
+        valid frames only)."""
+        if lengths is None:
+            return self.avg_bn(self.feature_maps(x).mean(dim=(2, 3)))
+        lengths = conv_lengths(self.conv1, lengths)
+        h = self.relu(self.bn1(self.conv1(x)))
+        h = h * time_mask(lengths, h.shape[-1], h.dtype)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                h, lengths = block.masked_forward(h, lengths)
+        pooled = h.sum(dim=(2, 3)) / (h.shape[2] * lengths[:, None].to(h.dtype))
         return self.avg_bn(pooled)

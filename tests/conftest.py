@@ -7,7 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REFERENCE = Path(os.environ.get("META_SR_REFERENCE", ROOT.parent / "shared" / "reference"))
+# the original code's outputs, kept in the repository (tests/reference); $META_SR_REFERENCE points elsewhere
+REFERENCE = Path(os.environ.get("META_SR_REFERENCE", ROOT / "tests" / "reference"))
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +54,8 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def data_root(tmp_path, monkeypatch):
+def data_root(tmp_path):
     """A data root with tiny VoxCeleb2-dev training features (6 speakers x 5 utterances)."""
-    import configure
-    monkeypatch.setattr(configure, "save_path", configure.save_path)  # main() sets them module-wide
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
     write_random_features(tmp_path / "data" / TRAIN_FEATURES, n_speakers=6, n_utterances=5,
                           frames=(150, 300))
     return tmp_path

@@ -17,10 +17,11 @@ from scipy.signal import resample_poly
 import configure
 import embed as embed_cmd
 import verify as verify_cmd
-from data_loading.files import UserInputError
-from feat_extract.feature_extraction import log_mel_fbank
-from model.checkpoint import save_checkpoint
+from common.errors import UserInputError, run_main
+from feat_extract.fbank import log_mel_fbank
+from model.checkpoint import model_fields, save_checkpoint
 from model.model import background_resnet
+import speaker_api
 from speaker_api import ConversionNote, SpeakerEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def tiny_model(seed=0, num_classes=5):
 
 def tiny_checkpoint(path, seed=0, epoch=3):
     model = tiny_model(seed)
-    save_checkpoint(path, epoch=epoch, state_dict=model.state_dict(), optimizer={})
+    save_checkpoint(path, epoch=epoch, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return model
 
 
@@ -73,9 +74,9 @@ def run_script(*args, cwd=ROOT):
 
 
 def run_in_process(main, capsys, *args):
-    """``main`` wrapped by ``configure.run_main`` as the script runs it, without a new interpreter."""
+    """``main`` wrapped by ``run_main`` as the script runs it, without a new interpreter."""
     try:
-        configure.run_main(lambda: main([str(arg) for arg in args]))
+        run_main(lambda: main([str(arg) for arg in args]))
         code = 0
     except SystemExit as stop:
         code = stop.code
@@ -167,16 +168,20 @@ def test_bad_arrays_are_refused_clearly(encoder):
         encoder.embed(np.zeros(16000, np.int16), sample_rate=16000)
 
 
-def test_cp_num_resolution(tmp_path, monkeypatch):
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", tmp_path)
-    model = tiny_checkpoint(configure.checkpoint_path(2, 7), epoch=7)
-    encoder = SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cpu")
+def test_cp_num_resolution(tmp_path):
+    model = tiny_checkpoint(configure.checkpoint_path(2, 7, tmp_path), epoch=7)
+    encoder = SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cpu", model_dir=tmp_path)
     torch.testing.assert_close(encoder.model.fc1, model.fc1)
     with pytest.raises(UserInputError, match=r"--cp_num 8.*: 7$"):
-        SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=8)
+        SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=8, model_dir=tmp_path)
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="no CUDA GPU is available"):
-            SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cuda")
+            SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cuda", model_dir=tmp_path)
+    other = tmp_path / "elsewhere"           # the one-call API caches by checkpoint file, not by flags
+    tiny_checkpoint(configure.checkpoint_path(2, 7, other), seed=9, epoch=7)
+    a = speaker_api.embed(np.sin(np.arange(16000) / 9.0), 16000, n_folder=2, cp_num=7, model_dir=tmp_path)
+    b = speaker_api.embed(np.sin(np.arange(16000) / 9.0), 16000, n_folder=2, cp_num=7, model_dir=other)
+    assert not np.allclose(a, b)
 
 
 # ------------------------------------------------------------------------------------------- verify.py
@@ -199,18 +204,18 @@ def test_verify_uses_saved_eer_threshold(checkpoint, encoder, tmp_path):
     assert lines[2] == "decision: ACCEPT (same speaker)"
 
 
-def test_verify_threshold_override_and_n_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", tmp_path / "saved")
-    tiny_checkpoint(configure.checkpoint_path(1, 5), epoch=5)
-    (configure.model_dir(1) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
+def test_verify_threshold_override_and_n_folder(tmp_path, capsys):
+    saved = tmp_path / "saved"
+    tiny_checkpoint(configure.checkpoint_path(1, 5, saved), epoch=5)
+    (configure.model_dir(1, saved) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
     enroll, test = write_pair(tmp_path)
-    score, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5", "--threshold",
-                                                  "0.999999", str(enroll), str(test)])
+    score, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5", "--model_dir", str(saved),
+                                                  "--threshold", "0.999999", str(enroll), str(test)])
     assert (threshold, accepted) == (0.999999, score >= 0.999999) and not accepted
     out = capsys.readouterr().out
     assert "threshold: 0.999999 (--threshold)" in out and "REJECT" in out
-    score_default, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5",
-                                                          str(enroll), str(test)])
+    score_default, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5", "--model_dir",
+                                                          str(saved), str(enroll), str(test)])
     assert score_default == pytest.approx(score) and threshold == -1.0 and accepted
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from feat_extract.audio import read_audio
-from feat_extract.feature_extraction import log_mel_fbank
+from feat_extract.fbank import log_mel_fbank
 
 RATE = 16000
 

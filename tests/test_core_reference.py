@@ -1,4 +1,4 @@
-"""The faithful core against the outputs of the paper's original code (../shared/reference)."""
+"""The faithful core against the outputs of the paper's original code (tests/reference, or $META_SR_REFERENCE)."""
 import json
 
 import numpy as np
@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from evaluation.metrics import compute_eer, compute_min_dcf
-from feat_extract.feature_extraction import log_mel_fbank
+from feat_extract.fbank import log_mel_fbank
 from model.loss import EpisodeObjective
 from model.model import background_resnet
 

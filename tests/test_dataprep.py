@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 import dataprep
-from data_loading import download
-from data_loading.files import UserInputError
+from prep import download
+from common.errors import UserInputError
 
 
 class RangeHandler(BaseHTTPRequestHandler):

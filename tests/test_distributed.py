@@ -14,7 +14,7 @@ import train
 import trainer
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeDataset
-from data_loading.files import torch_load, torch_save
+from model.checkpoint import torch_load, torch_save
 from distributed import DistContext, ShardedEpisodeDataset, class_shard, init_process_group, shard_rows
 from tests.conftest import ROOT, write_random_features
 
@@ -195,3 +195,20 @@ def test_torchrun_with_bad_configuration_stops_with_the_message(tmp_path):
     result = torchrun(tmp_path, "--nb_class_train", "5", "--model_dir", str(tmp_path / "m"), timeout=120)
     assert result.returncode != 0
     assert "error: an episode needs 5 speakers with at least 3 utterances" in result.stderr
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_cpu_sync_batchnorm_running_stats_follow_pytorch(momentum):
+    """momentum=None is PyTorch's cumulative average (not 0.1); 0.1 the usual exponential average."""
+    from distributed import CpuSyncBatchNorm
+    torch.manual_seed(0)
+    synced, plain = CpuSyncBatchNorm(3, momentum=momentum), torch.nn.BatchNorm1d(3, momentum=momentum)
+    batches = [torch.randn(8, 3) * scale + scale for scale in (1.0, 4.0, 9.0)]
+    for batch in batches:
+        plain.train()(batch)
+        synced.update_running_stats(batch.mean(dim=0), batch.var(dim=0, unbiased=True))
+    torch.testing.assert_close(synced.running_mean, plain.running_mean)
+    torch.testing.assert_close(synced.running_var, plain.running_var)
+    assert synced.num_batches_tracked.item() == plain.num_batches_tracked.item() == 3
+    if momentum is None:   # the plain average of the three batch means
+        torch.testing.assert_close(synced.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from data_loading.corpus import FeatureCorpus, read_crop
+from common.errors import UserInputError
+from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, episode_rng, plan_episode
-from data_loading.files import UserInputError
+from feat_extract.features import read_crop
 from tests.conftest import write_random_features
 
 
@@ -39,7 +40,8 @@ def test_dataset_tensors_and_reproducibility(feature_corpus):
     n_frames = episode["query"].shape[-1]
     assert episode["query"].shape == (6, 1, 40, n_frames) and 100 <= n_frames < 200
     torch.testing.assert_close(episode["support"].mean(dim=-1), torch.zeros(3, 1, 40), atol=1e-5, rtol=0)
-    assert episode["label_e"].tolist() == [0, 1, 2, 0, 1, 2]
+    classes = episode["label_g"][:3].tolist()          # shot-major: support, then each query shot
+    assert episode["label_g"].tolist() == classes * 3 and sorted(episode) == ["label_g", "query", "support"]
     again = EpisodeDataset(corpus, config, n_episodes=4, seed=7)[2]
     for key in episode:
         assert torch.equal(episode[key], again[key])

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 import configure
+from common.errors import run_main
 from evaluation.cli import read_scores
 from evaluation.metrics import compute_eer
 from model.checkpoint import save_checkpoint
@@ -22,8 +24,6 @@ from model.model import background_resnet
 from tests.conftest import write_random_features
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def run(script, setup, *flags, out="out"):
 
 
 def run_here(script, setup, *flags, out="out"):
-    """The same entry point (``configure.run_main(main)``) in this process: cheaper than a new
+    """The same entry point (``run_main(main)``) in this process: cheaper than a new
     interpreter, same exit code and output lines."""
     module = importlib.import_module(Path(script).stem)
     argv = script_flags(setup, flags, out)
@@ -69,7 +69,7 @@ def run_here(script, setup, *flags, out="out"):
     code = 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            configure.run_main(lambda: module.main(argv))
+            run_main(lambda: module.main(argv))
         except SystemExit as exit_:
             code = exit_.code
     return subprocess.CompletedProcess([script, *argv], code, stdout.getvalue(), stderr.getvalue())
@@ -171,3 +171,29 @@ def test_missing_checkpoint_and_data(setup, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     expect_error(result, "--cp_num 3", "none")
     expect_error(run_here("identification.py", setup, "--save_path", tmp_path), "evaluation features")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--cohort_size", 6), "--cohort_size 6 must be between 1 and the cohort's 5 speakers"),
+    (("--cohort_size", 0), "--cohort_size must be a positive integer, got 0"),
+    (("--cohort_utterances", 0), "--cohort_utterances must be a positive integer, got 0"),
+    (("--data_type", "vox1", "--cohort_size", 4), "--cohort_size 4 must be between 1 and the cohort's 3 speakers"),
+])
+def test_eer_full_checks_cohort_inputs_before_any_embedding(setup, tmp_path, flags, message):
+    """Bad AS-norm inputs stop EER_full before the model is loaded or any trial utterance embedded."""
+    result = run_here("EER_full.py", setup, "--trials", setup / "trials.txt", "--score_norm", "asnorm", *flags,
+                      out=tmp_path.name)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]
+    assert "checkpoint:" not in result.stdout and "embedding" not in result.stderr
+    assert not (setup / tmp_path.name).exists()
+
+
+def test_eer_full_cohort_of_missing_training_features(setup, tmp_path):
+    data = tmp_path / "data"
+    test_root = configure.feature_dir(setup / "data", "voxceleb1", "test")
+    shutil.copytree(test_root, configure.feature_dir(data, "voxceleb1", "test"))
+    result = run_here("EER_full.py", setup, "--trials", setup / "trials.txt", "--score_norm", "asnorm",
+                      "--save_path", data, out=tmp_path.name)
+    assert result.returncode == 2 and "AS-norm cohort: training features of --data_type vox2 not found" \
+        in result.stderr.strip().splitlines()[-1]
+    assert "checkpoint:" not in result.stdout

@@ -9,16 +9,17 @@ import torch
 from scipy.stats import norm
 
 from data_loading.corpus import FeatureCorpus
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from evaluation import cli
-from evaluation.embedding import embed_crops, embed_utterances, load_features, masked_forward
+from evaluation.embedding import embed_crops, embed_utterances
 from evaluation.episodes_eval import (IdentificationConfig, episode_accuracy, mean_confidence,
                                       run_identification)
 from evaluation.metrics import compute_eer, compute_min_dcf, roc
 from evaluation.plots import DPI, FIGSIZE, plot_det
 from evaluation.score_norm import as_norm, top_k_stats
-from evaluation.short_utterance import doubled_frames, make_short_trials, score_short_trials, short_crop
+from evaluation.short_utterance import doubled_frames, make_short_trials, score_short_trials
 from evaluation.trials import locate_features, read_trials
+from feat_extract.features import read_crop, read_features
 from model.checkpoint import model_from_state_dict
 from model.model import background_resnet
 from tests.conftest import write_random_features
@@ -67,7 +68,7 @@ def test_masked_batch_matches_reference_outputs(reference):
     padded[0, :, :, :337] = torch.from_numpy(io["x337"][0])
     padded[1:, :, :, :200] = torch.from_numpy(io["x200"])
     with torch.no_grad():
-        out = masked_forward(model, padded, torch.tensor([337, 200, 200])).numpy()
+        out = model(padded, torch.tensor([337, 200, 200])).numpy()   # the model's exact masked pass
     np.testing.assert_allclose(out[0], io["e337"][0], atol=1e-4)
     np.testing.assert_allclose(out[1:], io["e200"], atol=1e-4)
 
@@ -91,10 +92,10 @@ def test_truncated_and_non_numeric_feature_files_are_named(tmp_path):
     (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:5000])
     (tmp_path / "text.npy").write_bytes(b"hello, I am not numbers")
     np.save(tmp_path / "words.npy", np.array([["a"] * 40] * 3))
-    for name, message in (("cut", "truncated or corrupt"), ("text", "not a readable .npy"),
-                          ("words", "must be float16/float32/float64")):
+    for name, message in (("cut", "truncated feature file"), ("text", "not a readable .npy"),
+                          ("words", "must be a C-order float array")):
         with pytest.raises(UserInputError, match=message) as error:
-            load_features(tmp_path / f"{name}.npy")
+            read_features(tmp_path / f"{name}.npy")
         assert str(tmp_path / f"{name}.npy") in str(error.value)
 
 
@@ -102,9 +103,9 @@ def test_nan_and_wrong_filters_are_refused(tmp_path):
     np.save(tmp_path / "nan.npy", np.full((30, 40), np.nan, np.float32))
     np.save(tmp_path / "f41.npy", np.zeros((30, 41), np.float32))
     with pytest.raises(UserInputError, match="NaN or infinite"):
-        load_features(tmp_path / "nan.npy")
-    with pytest.raises(UserInputError, match=r"found shape \(30, 41\)"):
-        load_features(tmp_path / "f41.npy")
+        read_features(tmp_path / "nan.npy")
+    with pytest.raises(UserInputError, match=r"shape \(frames, 40\), found \(30, 41\) \(wrong number of filters\?\)"):
+        read_features(tmp_path / "f41.npy")
 
 
 # ---------------------------------------------------------------- trial lists
@@ -158,7 +159,7 @@ def test_doubling_and_crop_as_the_original(tmp_path):
     assert doubled_frames([50, 100, 101, 30], 100).tolist() == [200, 200, 101, 120]
     features = np.arange(30 * 40, dtype=np.float32).reshape(30, 40)
     np.save(tmp_path / "u.npy", features)
-    crop = short_crop(tmp_path / "u.npy", 25, 10)       # frames 25..29 then 0..4 of the doubled utterance
+    crop = read_crop(tmp_path / "u.npy", 25, 10, wrap="double")       # frames 25..29 then 0..4 of the doubled utterance
     np.testing.assert_array_equal(crop, features[[25, 26, 27, 28, 29, 0, 1, 2, 3, 4]])
 
 
@@ -171,7 +172,7 @@ def test_short_scores_independent_of_batch_size_and_equal_per_trial(tiny_model, 
     np.testing.assert_allclose(batched, single, atol=1e-5)
     with torch.no_grad():   # the original's strategy: embed both sides of trial 0 from scratch
         enroll = np.load(corpus.utterances[trials.enroll[0]].path)
-        test = short_crop(corpus.utterances[trials.test[0]].path, int(trials.start[0]), 80)
+        test = read_crop(corpus.utterances[trials.test[0]].path, int(trials.start[0]), 80, wrap="double")
         a, b = (tiny_model(torch.from_numpy((x - x.mean(0)).T[None, None].copy())) for x in (enroll, test))
         assert batched[0] == pytest.approx(torch.nn.functional.cosine_similarity(a, b).item(), abs=1e-5)
 

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 import export as export_cmd
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from speaker_api import SpeakerEncoder
 from tests.test_api import as_int16, run_script, tiny_checkpoint, voice_like
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from feat_extract import feature_extraction as fe
 
 ROOT = Path(__file__).resolve().parents[1]

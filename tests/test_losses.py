@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from model.loss import EpisodeObjective, PrototypicalLoss, SoftmaxLoss, prototypes_of
+from model.loss import EpisodeObjective
+from model.losses.terms import PrototypicalLoss, SoftmaxLoss, prototypes_of
 
 
 def test_softmax_by_hand():
@@ -50,3 +51,18 @@ def test_gc_adds_global_term_over_support_and_query():
     row = torch.tensor([0.0, 1.0, 2 ** -0.5])
     assert abs(SoftmaxLoss()(support[:1], label_g[:1], class_weights)[0].item()
                - (torch.logsumexp(row, 0) - 1.0).item()) < 1e-6
+
+
+def test_softmax_classifies_every_crop_of_the_episode_as_the_original():
+    """The original's softmax trains on nb_class_train x (n_shot + n_query) crops, queries included."""
+    support = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    query = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    class_weights = torch.tensor([[0.0, 5.0], [1.0, 0.0], [1.0, 1.0]])   # normalised: [0,1] [1,0] [.71,.71]
+    label_g = torch.tensor([1, 0, 1, 0])
+    parts = EpisodeObjective("softmax", use_gc=False)(support, query, label_g, 2, class_weights)
+    h = 2 ** -0.5
+    logits = torch.tensor([[0.0, 1.0, h], [1.0, 0.0, h], [0.0, 2.0, 2 * h], [3.0, 0.0, 3 * h]])
+    by_hand = (torch.logsumexp(logits, dim=1) - torch.tensor([1.0, 1.0, 2.0, 3.0])).mean()
+    assert abs(parts["loss"].item() - by_hand.item()) < 1e-6 and parts["acc_g"].item() == 1.0
+    support_only = EpisodeObjective("softmax", use_gc=False)(support, query[:0], label_g, 2, class_weights)
+    assert abs(support_only["loss"].item() - (torch.logsumexp(logits[:2], 1) - 1.0).mean().item()) < 1e-6

@@ -1,5 +1,5 @@
 """Issue 7 gaps: bad inputs fed to the real commands (subprocess where the command line itself matters,
-``configure.run_main(main)`` in-process elsewhere: same exit code and error line, no interpreter start),
+``run_main(main)`` in-process elsewhere: same exit code and error line, no interpreter start),
 atomic writes under SIGKILL, and a source audit (every write goes through data_loading/files.py; no
 shell strings, no unpickling outside the benchmark baseline)."""
 import ast
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import run_main
 import configure
 from model.checkpoint import save_checkpoint
 from model.model import background_resnet
@@ -28,9 +29,7 @@ TRAIN_FEAT = "voxceleb2/dev/feat/train_logfbank_nfilt40"
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch):
-    """One torch thread (shared 2-core machine); main() functions set these module-wide."""
-    monkeypatch.setattr(configure, "save_path", configure.save_path)
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", configure.SAVED_MODEL_DIR)
+    """One torch thread (shared 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -44,12 +43,12 @@ def run_script(*argv, timeout=180):
 
 
 def run_entry(module_name, *argv):
-    """A script's ``main`` through ``configure.run_main``, as ``python <script>`` runs it."""
+    """A script's ``main`` through ``run_main``, as ``python <script>`` runs it."""
     main = importlib.import_module(module_name).main
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            configure.run_main(lambda: main([str(a) for a in argv]))
+            run_main(lambda: main([str(a) for a in argv]))
         except SystemExit as exit_:
             code = exit_.code
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
@@ -130,20 +129,20 @@ def test_non_finite_features_stop_identification(evaluation_data, tmp_path):
 
 # ------------------------------------------------------------------------- --cp_num that does not exist
 CP_NUM_COMMANDS = {
-    "EER_full": ["--trials", "{base}/clean.txt", "--save_path", "{base}/data"],
-    "EER_short": ["--save_path", "{base}/data", "--data_type", "vox1"],
-    "identification": ["--save_path", "{base}/data", "--data_type", "vox1"],
+    "EER_full": ["--trials", "{base}/clean.txt", "--save_path", "{base}/data", "--model_dir", "{models}"],
+    "EER_short": ["--save_path", "{base}/data", "--data_type", "vox1", "--model_dir", "{models}"],
+    "identification": ["--save_path", "{base}/data", "--data_type", "vox1", "--model_dir", "{models}"],
     "train": ["--save_path", "{train}", "--model_dir", "{models}", "--use_checkpoint", "True",
               "--channels", "4", "--nb_class_train", "3"],
-    "verify": ["--threshold", "0.5", "a.wav", "b.wav"],
-    "export": ["--out", "{models}/exported"],
+    "verify": ["--threshold", "0.5", "--model_dir", "{models}", "a.wav", "b.wav"],
+    "export": ["--out", "{models}/exported", "--model_dir", "{models}"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(CP_NUM_COMMANDS))
-def test_missing_cp_num_lists_the_checkpoints_that_exist(script, evaluation_data, tmp_path, monkeypatch):
+def test_missing_cp_num_lists_the_checkpoints_that_exist(script, evaluation_data, tmp_path):
+    """Every command that reads a checkpoint takes --model_dir."""
     models = tmp_path / "models"
-    monkeypatch.setattr(configure, "SAVED_MODEL_DIR", models)
     for epoch in (1, 3):
         tiny_checkpoint(models / "baseline_004" / f"checkpoint_{epoch:03d}.pth", epoch=epoch)
     train_data = write_random_features(tmp_path / "train" / TRAIN_FEAT, 3, 3, 120)
@@ -234,7 +233,7 @@ WRITER = """
 import sys
 sys.path.insert(0, {root!r})
 import numpy as np
-from data_loading.files import save_npy
+from common.files import save_npy
 print("ready", flush=True)
 value = 0
 while True:
@@ -264,7 +263,7 @@ SOURCES = sorted(p for p in ROOT.rglob("*.py")
 WRITING_METHODS = {"save", "savez", "savez_compressed", "savefig", "write_text", "write_bytes", "tofile",
                    "dump"}
 # open(..., "w"/"a") outside atomic_path, each with its reason
-NON_ATOMIC_ALLOWED = {("data_loading/download.py", "write_stream"):
+NON_ATOMIC_ALLOWED = {("prep/download.py", "write_stream"):
                       "the resumable <part>.part download; renamed to <part> only after its MD5 matches"}
 
 
@@ -300,7 +299,7 @@ def is_write(call: ast.Call) -> bool:
     func = call.func
     if isinstance(func, ast.Attribute):
         owner = getattr(func.value, "id", "")
-        if owner == "files":                           # data_loading.files helpers
+        if owner == "files":                           # common.files helpers
             return False
         return func.attr in WRITING_METHODS or (func.attr == "write" and owner == "sf") or \
             (func.attr == "export" and getattr(func.value, "attr", "") == "onnx")
@@ -314,7 +313,7 @@ def test_every_project_write_goes_through_a_temporary_name():
     direct = []
     for path in SOURCES:
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "data_loading/files.py":
+        if relative == "common/files.py":
             continue
         for node in ast.walk(parsed(path)):
             if isinstance(node, ast.Call) and is_write(node) and not inside_atomic_path(node):
@@ -339,7 +338,7 @@ def test_no_shell_strings_and_no_unpickling_outside_the_benchmark_baseline():
                 found.append(f"{relative}:{node.lineno} {name}")
             if name in ("pickle.load", "pickle.loads") and relative != "bench/baseline.py":
                 found.append(f"{relative}:{node.lineno} {name}")
-            if name == "torch.load" and (relative != "data_loading/files.py" or not any(
+            if name == "torch.load" and (relative != "model/checkpoint.py" or not any(
                     k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in node.keywords)):
                 found.append(f"{relative}:{node.lineno} torch.load")
             if name.startswith("subprocess.") and node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):

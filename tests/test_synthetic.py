@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from python_speech_features import fbank
 
-from data_loading import synthetic
+from prep import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_speakers=4, n_test_speakers=3, utterances_per_speaker=6, test_utterances_per_speaker=4,
@@ -83,7 +83,7 @@ def test_length_distribution():
     assert 5.0 < seconds[~short].mean() < 6.0
     for job in jobs[:3]:                              # the synthesized length follows the draw
         drawn = synthetic.utterance_seconds(np.random.default_rng([job.seed, job.speaker, job.utterance]), job)
-        assert synthetic.synthesize_utterance(job).size == int(drawn * synthetic.RATE)
+        assert synthetic.synthesize_utterance(job).size == int(drawn * synthetic.SAMPLE_RATE)
 
 
 def mean_log_mel(samples):

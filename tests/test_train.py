@@ -13,7 +13,7 @@ import torch
 import train
 import trainer
 from data_loading.episodes import EpisodeConfig
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from model.model import background_resnet
 from tests.conftest import ROOT
 
@@ -37,7 +37,9 @@ def test_the_papers_command_lines_parse_with_their_defaults():
     assert (config["loss_type"], config["use_GC"], config["n_shot"], config["n_query"],
             config["use_variable"], config["nb_class_train"]) == ("prototypical", True, 1, 2, True, 100)
     softmax = trainer.resolve_config(parser.parse_args(["--loss_type", "softmax"]))
-    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 0
+    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 2   # queries honoured, as the original
+    papers_softmax = parser.parse_args("--loss_type softmax --n_query 0 --nb_class_train 256".split())
+    assert trainer.resolve_config(papers_softmax)["n_query"] == 0
     defaults = trainer.resolve_config(parser.parse_args([]))
     assert defaults["nb_class_train"] == 100 and defaults["max_epoch"] == 100 and defaults["lr"] == 0.1
     assert (defaults["data_type"], defaults["cp_num"], defaults["use_checkpoint"]) == ("vox2", 100, False)
@@ -103,7 +105,8 @@ def test_an_old_three_key_checkpoint_fine_tunes(data_root, capsys):
     encoder = background_resnet(6, "resnet34", 4)
     foreign = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
     path = data_root / "models" / "baseline_000" / "checkpoint_005.pth"
-    trainer.save_checkpoint(path, epoch=5, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
+    # the original's layout: checkpoint_{epoch}.pth holds {'epoch': epoch + 1, 'state_dict', 'optimizer'}
+    trainer.save_checkpoint(path, epoch=6, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
     folder = run_train(data_root, "--use_checkpoint", "True", "--cp_num", "5", "--max_epoch", "6")
     assert [row["epoch"] for row in read_log(folder)] == ["6"]
     assert torch.load(folder / "checkpoint_006.pth", weights_only=True)["epoch"] == 6
@@ -154,3 +157,21 @@ def test_learning_rate_drops_tenfold_after_four_epochs_without_improvement():
         scheduler.step(loss)
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_config_file_repeats_a_run_and_flags_override(tmp_path):
+    """``--config`` takes a run's saved config.json (or YAML); command-line flags win."""
+    flags = "--loss_type softmax --n_query 0 --nb_class_train 7 --channels 4 --lr 0.05 --seed 3".split()
+    saved = trainer.resolve_config(train.build_parser().parse_args(flags))
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    repeated = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json")]))
+    assert {k: v for k, v in repeated.items()} == saved
+    overridden = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json"),
+                                                          "--n_folder", "4", "--lr", "0.2"]))
+    assert (overridden["n_folder"], overridden["lr"], overridden["nb_class_train"]) == (4, 0.2, 7)
+    (tmp_path / "run.yaml").write_text("loss_type: prototypical\nn_query: 3\nuse_GC: false\n")
+    from_yaml = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "run.yaml")]))
+    assert (from_yaml["loss_type"], from_yaml["n_query"], from_yaml["use_GC"]) == ("prototypical", 3, False)
+    (tmp_path / "bad.yaml").write_text("n_querys: 3\n")
+    with pytest.raises(UserInputError, match=r"--config .*bad.yaml: unknown setting\(s\) n_querys"):
+        train.parse_args(["--config", str(tmp_path / "bad.yaml")])

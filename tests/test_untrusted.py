@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from data_loading.files import UserInputError
+from common.errors import UserInputError
 from model.checkpoint import load_checkpoint, load_encoder
 from speaker_api import SpeakerEncoder
 from tests.test_api import as_int16, run_script, voice_like
@@ -110,7 +110,8 @@ def test_published_layout_loads_through_the_api(reference, tmp_path):
     state = torch.load(reference / "model_sd.pth", weights_only=True)
     io = np.load(reference / "io.npz")
     bare = SpeakerEncoder.from_checkpoint(reference / "model_sd.pth", device="cpu")
-    torch.save({"epoch": 30, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}},
+    # the original code writes {'epoch': epoch + 1, ...} into checkpoint_{epoch}.pth
+    torch.save({"epoch": 31, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}},
                tmp_path / "checkpoint_030.pth")
     wrapped = SpeakerEncoder.from_checkpoint(tmp_path / "checkpoint_030.pth", device="cpu")
     assert (bare.epoch, wrapped.epoch) == (None, 30)

@@ -23,7 +23,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from data_loading.files import UserInputError, atomic_path, write_text
+from common.errors import UserInputError
+from common.files import atomic_path, write_text
+from feat_extract.fbank import SAMPLE_RATE
 
 DEFAULT_BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1a/"
 CHUNK = 1 << 20
@@ -279,7 +281,7 @@ def extract_all(save_path, download_folder, parts: list, archives: list) -> dict
 # ---------------------------------------------------------------------------------------- convert
 def ffmpeg_command(source, destination) -> list:
     return ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source),
-            "-ac", "1", "-ar", "16000", "-sample_fmt", "s16", str(destination)]
+            "-ac", "1", "-ar", str(SAMPLE_RATE), "-sample_fmt", "s16", str(destination)]
 
 
 def convert_file(pair) -> tuple:

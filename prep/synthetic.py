@@ -21,9 +21,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve, lfilter, sosfilt
 
-from data_loading.files import UserInputError, atomic_path, write_text
+from common.errors import UserInputError
+from common.files import atomic_path, write_text
+from feat_extract.fbank import SAMPLE_RATE
 
-RATE = 16000
 FIRST_SPEAKER_ID = 10001
 UTTERANCES_PER_SESSION = 5
 SESSION_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
@@ -68,15 +69,15 @@ def make_voice(seed: int, speaker: int) -> Voice:
 
 def resonator(frequency: float, bandwidth: float) -> list:
     """Klatt second-order resonator with unit gain at 0 Hz, as one SOS row."""
-    radius = np.exp(-np.pi * bandwidth / RATE)
-    pole = 2 * radius * np.cos(2 * np.pi * frequency / RATE)
+    radius = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
+    pole = 2 * radius * np.cos(2 * np.pi * frequency / SAMPLE_RATE)
     return [1 - pole + radius ** 2, 0.0, 0.0, 1.0, -pole, radius ** 2]
 
 
 def phone_filter(voice: Voice, phone: int) -> np.ndarray:
     formants = list(PHONES[phone] * voice.tract_scale * voice.quirks[phone]) + list(voice.high_formants)
     bandwidths = np.array([60, 90, 120, 180, 250]) * voice.bandwidth
-    return np.array([resonator(min(f, 0.45 * RATE), b) for f, b in zip(formants, bandwidths)])
+    return np.array([resonator(min(f, 0.45 * SAMPLE_RATE), b) for f, b in zip(formants, bandwidths)])
 
 
 def plan_segments(rng, voice: Voice, n_samples: int) -> list:
@@ -90,12 +91,12 @@ def plan_segments(rng, voice: Voice, n_samples: int) -> list:
         elif rng.random() < 0.5:
             segments.append(("voiced", rng.uniform(0.04, 0.09) / voice.rate, int(rng.choice(NASALS))))
         segments.append(("voiced", rng.uniform(0.07, 0.22) / voice.rate, int(rng.integers(10))))
-        total = sum(int(seconds * RATE) for _, seconds, _ in segments)
-    return [(kind, int(seconds * RATE), phone) for kind, seconds, phone in segments]
+        total = sum(int(seconds * SAMPLE_RATE) for _, seconds, _ in segments)
+    return [(kind, int(seconds * SAMPLE_RATE), phone) for kind, seconds, phone in segments]
 
 
 def pitch_contour(rng, voice: Voice, n_samples: int) -> np.ndarray:
-    knots = max(2, int(n_samples / RATE * 3))
+    knots = max(2, int(n_samples / SAMPLE_RATE * 3))
     semitones = rng.normal(0, voice.f0_span / 2, size=knots) - np.linspace(0, voice.f0_span / 2, knots)
     contour = np.interp(np.arange(n_samples), np.linspace(0, n_samples, knots), semitones)
     jitter = rng.normal(0, voice.jitter, size=n_samples)
@@ -104,7 +105,7 @@ def pitch_contour(rng, voice: Voice, n_samples: int) -> np.ndarray:
 
 def glottal_source(rng, voice: Voice, n_samples: int) -> np.ndarray:
     """Differentiated raised-cosine glottal pulses, tilted, with pulse-synchronous breath noise."""
-    phase = np.cumsum(pitch_contour(rng, voice, n_samples) / RATE) % 1.0
+    phase = np.cumsum(pitch_contour(rng, voice, n_samples) / SAMPLE_RATE) % 1.0
     opening = phase < voice.open_quotient
     flow = np.where(opening, 0.5 * (1 - np.cos(2 * np.pi * phase / voice.open_quotient)), 0.0)
     source = np.diff(flow, prepend=0.0) * 20
@@ -172,7 +173,7 @@ def make_channel(seed: int, speaker: int, session: int) -> Channel:
 
 def peaking_eq(frequency: float, gain_db: float, q: float = 1.0) -> list:
     """RBJ audio-EQ-cookbook peaking biquad as one SOS row."""
-    amplitude, omega = 10 ** (gain_db / 40), 2 * np.pi * frequency / RATE
+    amplitude, omega = 10 ** (gain_db / 40), 2 * np.pi * frequency / SAMPLE_RATE
     alpha = np.sin(omega) / (2 * q)
     b = [1 + alpha * amplitude, -2 * np.cos(omega), 1 - alpha * amplitude]
     a = [1 + alpha / amplitude, -2 * np.cos(omega), 1 - alpha / amplitude]
@@ -183,12 +184,12 @@ def apply_channel(rng, channel: Channel, speech: np.ndarray) -> np.ndarray:
     """Room, band limits, EQ, noise at the session's SNR (+-3 dB per utterance), level; int16."""
     from scipy.signal import butter
     if channel.reverb:
-        tail = np.arange(int(channel.reverb * 4 * RATE)) / RATE
+        tail = np.arange(int(channel.reverb * 4 * SAMPLE_RATE)) / SAMPLE_RATE
         impulse = rng.standard_normal(tail.size) * np.exp(-tail / channel.reverb) * 0.15
         impulse[0] = 1.0
         speech = fftconvolve(speech, impulse)[:speech.size]
-    sos = np.vstack([butter(2, channel.highpass, "highpass", fs=RATE, output="sos"),
-                     butter(4, channel.lowpass, "lowpass", fs=RATE, output="sos"),
+    sos = np.vstack([butter(2, channel.highpass, "highpass", fs=SAMPLE_RATE, output="sos"),
+                     butter(4, channel.lowpass, "lowpass", fs=SAMPLE_RATE, output="sos"),
                      [peaking_eq(*channel.peak)]])
     speech = sosfilt(sos, speech)
     noise = lfilter([1.0], [1.0, -channel.noise_color], rng.standard_normal(speech.size))
@@ -222,7 +223,7 @@ def utterance_seconds(rng, job: UtteranceJob) -> float:
 def synthesize_utterance(job: UtteranceJob) -> np.ndarray:
     """int16 samples of one utterance; identical for identical jobs."""
     rng = np.random.default_rng([job.seed, job.speaker, job.utterance])
-    n_samples = int(utterance_seconds(rng, job) * RATE)
+    n_samples = int(utterance_seconds(rng, job) * SAMPLE_RATE)
     speech = synthesize_speech(rng, make_voice(job.seed, job.speaker), n_samples)
     return apply_channel(rng, make_channel(job.seed, job.speaker, job.session), speech)
 
@@ -237,7 +238,7 @@ def write_utterance(job: UtteranceJob) -> str:
         except RuntimeError:
             pass
     with atomic_path(path, ".wav") as tmp:
-        sf.write(str(tmp), synthesize_utterance(job), RATE, subtype="PCM_16", format="WAV")
+        sf.write(str(tmp), synthesize_utterance(job), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return job.path
 
 

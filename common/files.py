@@ -1,16 +1,14 @@
-"""Crash-safe file writing and the one exception type that entry scripts turn into a clear message.
+"""Crash-safe file writing and ``.npy`` headers.
 
 Every file the project writes goes to a temporary name in the same folder and is renamed into place,
 so a kill at any instant leaves either the old complete file or the new complete file.
 """
 import contextlib
 import os
-import pickle  # only for its exception type: nothing here unpickles
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def current_umask() -> int:
@@ -20,10 +18,6 @@ def current_umask() -> int:
 
 
 UMASK = current_umask()
-
-
-class UserInputError(Exception):
-    """Bad input (file, list, option): entry scripts print ``error: <message>`` and exit non-zero."""
 
 
 @contextlib.contextmanager
@@ -64,28 +58,3 @@ def save_npy(path, array: np.ndarray) -> None:
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def torch_save(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def torch_load(path, map_location="cpu"):
-    """Load a checkpoint without running code from it (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        message = str(error)
-        if "global" not in message.lower():  # not a refused object: the bytes are not a checkpoint
-            reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-            raise UserInputError(f"{path}: not a loadable weights-only checkpoint (corrupt or not a "
-                                 f"PyTorch file: {reason})") from None
-        raise UserInputError(f"{path}: not a loadable weights-only checkpoint (it holds pickled objects "
-                             "other than weights, which could run code; refused)") from None
-    except Exception as error:  # RuntimeError (not a zip/pickle), EOFError (truncated) ...
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None

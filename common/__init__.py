@@ -1,0 +1,1 @@
+"""Infrastructure every package may use: error reporting and crash-safe files. Imports no torch."""

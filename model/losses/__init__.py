@@ -1,0 +1,1 @@
+"""One training objective per file; ``model/loss.py`` names them (the loss registry)."""

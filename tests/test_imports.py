@@ -1,0 +1,112 @@
+"""Every module imports on its own in a fresh interpreter (so no import cycle can hide behind import
+order), infrastructure needs no torch, and packages import only downwards."""
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGES = ("common", "prep", "feat_extract", "data_loading", "model", "evaluation", "training")
+# which project packages each package may import (its own modules are always allowed)
+ALLOWED = {
+    "common": set(),
+    "feat_extract": {"common", "configure"},
+    "prep": {"common", "configure", "feat_extract"},
+    "data_loading": {"common", "configure", "feat_extract"},
+    "model": {"common", "configure"},
+    "evaluation": {"common", "configure", "feat_extract", "data_loading", "model"},
+    "training": {"common", "configure", "feat_extract", "data_loading", "model"},
+}
+FLAT_MODULES = ("configure",)
+
+
+def project_modules() -> list:
+    modules = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")) if (ROOT / package).is_dir() else []:
+            modules.append(package if path.stem == "__init__" else f"{package}.{path.stem}")
+    return modules + [path.stem for path in sorted(ROOT.glob("*.py"))]
+
+
+def imported_project_modules(module: str) -> set:
+    """Project packages/modules named by ``module``'s import statements (anywhere in the file)."""
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        path = ROOT / module / "__init__.py"
+    tops = set(PACKAGES) | {p.stem for p in ROOT.glob("*.py")}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+        found |= {name.split(".")[0] for name in names if name.split(".")[0] in tops}
+    return found
+
+
+def test_every_module_imports_alone_in_a_fresh_process():
+    modules = project_modules()
+    assert {"common.errors", "common.files", "feat_extract.fbank", "model.checkpoint"} <= set(modules)
+    script = ("import importlib, sys\nfailed = []\n"
+              f"for name in {modules!r}:\n"
+              "    for loaded in [m for m in sys.modules if m.split('.')[0] in "
+              f"{set(PACKAGES) | set(m for m in modules if '.' not in m)!r}]:\n"
+              "        del sys.modules[loaded]\n"
+              "    try:\n        importlib.import_module(name)\n"
+              "    except Exception as error:\n        failed.append(f'{name}: {error!r}')\n"
+              "print('\\n'.join(failed))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module", ["common.errors", "common.files", "feat_extract.fbank"])
+def test_infrastructure_imports_no_torch(module):
+    script = f"import sys, {module}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_packages_import_only_downwards():
+    wrong = []
+    for module in project_modules():
+        package = module.split(".")[0]
+        if package not in ALLOWED:
+            continue
+        for target in imported_project_modules(module) - {package}:
+            if target not in ALLOWED[package]:
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level import graph (imports at the top of each file) has no cycle."""
+    graph = {module: set() for module in project_modules()}
+    for module in graph:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = ROOT / module / "__init__.py"
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[module] |= {t for t in targets if t in graph and t != module}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = "done"
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

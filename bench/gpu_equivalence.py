@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.embedding import strict_fp32  # noqa: E402
+from common.files import write_text  # noqa: E402
 from model.checkpoint import load_encoder  # noqa: E402
 
 LENGTHS = (100, 200, 500)
@@ -78,7 +79,7 @@ def main(argv=None) -> dict:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_text(args.json, text + "\n")
     return results
 
 

@@ -17,6 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.training_bench import GMAC_PER_CROP, PEAK_TFLOPS  # noqa: E402
+from common.files import write_text  # noqa: E402
 from data_loading.episodes import CROP_FRAMES, QUERY_FRAMES_RANGE  # noqa: E402
 
 TRAIN_RUNS = {1: ("train_fp32_autotune", "fp32 (TF32 convs), cuDNN autotuning", False),
@@ -128,7 +129,7 @@ def main(argv=None) -> str:
         lines += ["", f"## bench/run.py ({bench.stem})", "", bench.read_text().strip()]
     text = "\n".join(lines) + "\n"
     if args.markdown:
-        args.markdown.write_text(text)
+        write_text(args.markdown, text)
     print(text)
     return text
 

@@ -2,8 +2,8 @@
 
 Files hold (frames, 40) features (float32 or float16; ``feat_extract.features`` validates and reads
 them). What the corpus knows about them (paths,
-speakers, frames, data offsets, dtypes) comes from each root's corpus index (data_loading/
-corpus_index.py), so start-up opens no feature file, and is held in numpy arrays, not one Python
+speakers, frames, data offsets, dtypes) comes from each root's corpus index
+(feat_extract/corpus_index.py), so start-up opens no feature file, and is held in numpy arrays, not one Python
 object per utterance: forked DataLoader workers share those pages instead of copying them as
 reference counts and the garbage collector touch objects. A crop is one positioned read
 (``os.pread``) of exactly its frames, never the whole utterance (cheaper than

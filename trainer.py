@@ -457,7 +457,7 @@ def train(args) -> Path:
         config["amp"] = False
     init_process_group(ctx, device)
     try:
-        check_same_corpus(corpus.indexes_digest, ctx)
+        check_same_corpus(corpus.digest(), ctx)
         return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
     finally:
         destroy_process_group()

@@ -92,8 +92,9 @@ def read_frames_into(path, layout: NpyLayout, start: int, rows: np.ndarray) -> N
     ``os.preadv`` straight into the caller's buffer (no intermediate bytes object)."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
-    except OSError as error:
-        raise UserInputError(f"{path}: cannot read a feature file the corpus index lists ({error.strerror}); "
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        raise UserInputError(f"{path}: cannot read a feature file the corpus index lists "
+                             f"({getattr(error, 'strerror', None) or error}); "
                              "if files were removed by hand, pass --reindex") from None
     try:
         n_read = os.preadv(descriptor, [rows], layout.offset + start * rows.strides[0])

@@ -65,7 +65,7 @@ def test_index_equals_the_listing_and_start_up_opens_no_feature_file(tmp_path, m
     monkeypatch.setattr(corpus_index, "feature_layout", no_header_reads)
     again = FeatureCorpus(roots)
     assert capsys.readouterr().err == ""
-    assert again.indexes_digest == corpus.indexes_digest
+    assert again.digest() == corpus.digest()
     np.testing.assert_array_equal(again.read_crop(3, 5, 50), corpus.read_crop(3, 5, 50))
 
 
@@ -178,7 +178,7 @@ def test_sharded_extraction_equals_unsharded(tmp_path, monkeypatch):
     assert expected.keys() == actual.keys()
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
-    assert FeatureCorpus(sharded).indexes_digest == FeatureCorpus(whole).indexes_digest
+    assert FeatureCorpus(sharded).digest() == FeatureCorpus(whole).digest()
 
     def no_open(path):
         raise AssertionError(f"{path} was opened to check it is complete")
@@ -223,21 +223,21 @@ def ranks_load_the_index(rank, world_size, port, root, out_dir):
     ctx = DistContext(rank, world_size, rank)
     init_process_group(ctx, torch.device("cpu"))
     corpus = FeatureCorpus(root, build_index=ctx.is_main)
-    check_same_corpus(corpus.indexes_digest, ctx)
+    check_same_corpus(corpus.digest(), ctx)
     try:
         check_same_corpus(f"rank {rank}'s own corpus", ctx)
         refused = ""
     except UserInputError as error:
         refused = str(error)
     Path(out_dir, f"rank{rank}.txt").write_text(
-        f"{corpus.indexes_digest}\n{len(corpus)}\n{corpus.path(len(corpus) - 1)}\n{refused}\n")
+        f"{corpus.digest()}\n{len(corpus)}\n{corpus.path(len(corpus) - 1)}\n{refused}\n")
 
 
 def test_torchrun_ranks_agree_on_the_index(tmp_path):
     root = write_random_features(tmp_path / "feat", n_speakers=5, n_utterances=6)
     torch.multiprocessing.spawn(ranks_load_the_index, args=(2, free_port(), root, str(tmp_path)), nprocs=2)
     ranks = [(tmp_path / f"rank{rank}.txt").read_text().splitlines() for rank in (0, 1)]
-    assert ranks[0][:3] == ranks[1][:3] == [FeatureCorpus(root).indexes_digest, "30",
+    assert ranks[0][:3] == ranks[1][:3] == [FeatureCorpus(root).digest(), "30",
                                             str(root / "id00004/session1/00005.npy")]
     assert ranks[0][3] == ranks[1][3] == ("ranks 1 loaded a different corpus index than rank 0: every node "
                                           "must see the same feature store (and its corpus_index.npz)")

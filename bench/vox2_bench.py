@@ -145,7 +145,9 @@ def first_episode_seconds(kind: str, store: Path, workers: int) -> float:
     with tempfile.TemporaryDirectory(prefix="meta_sr_vox2_train_") as work:
         started = time.perf_counter()
         run_child("first_episode", kind, store, workers, work)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+    print(f"measured first episode {kind}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    return seconds
 
 
 def index_build_seconds(store: Path) -> float:

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
 from tqdm import tqdm  # noqa: E402
 
+from common.files import write_text  # noqa: E402
 from feat_extract.fbank import N_MELS  # noqa: E402
 
 VOX2_UTTERANCES = 1_092_009
@@ -89,7 +90,7 @@ def write_vox2_store(root, n_utterances: int = VOX2_UTTERANCES, n_speakers: int 
     rng = np.random.default_rng(seed + 1)
     for speaker in tqdm(range(n_speakers), desc="writing the VoxCeleb2-size store", unit="spk"):
         write_speaker(root, speaker, int(sizes[speaker]), rng, headers, int(first[speaker]))
-    marker.write_text(stamp)
+    write_text(marker, stamp)  # last: a store without its marker is an interrupted one
     return root
 
 

@@ -151,7 +151,7 @@ def first_episode_seconds(kind: str, store: Path, workers: int) -> float:
 
 
 def index_build_seconds(store: Path) -> float:
-    from data_loading import corpus_index
+    from feat_extract import corpus_index
     (store / corpus_index.INDEX_NAME).unlink(missing_ok=True)
     started = time.perf_counter()
     corpus_index.load_index(store)
@@ -159,7 +159,7 @@ def index_build_seconds(store: Path) -> float:
 
 
 def fingerprint_seconds(store: Path, repeats: int) -> float:
-    from data_loading.corpus_index import store_fingerprint
+    from feat_extract.corpus_index import store_fingerprint
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

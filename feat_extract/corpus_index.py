@@ -49,6 +49,7 @@ SHARD_GLOB = "corpus_index.shard-*-of-*.npz"
 VERSION = 1
 CHUNK = 2048               # header reads per task of the parallel build
 SERIAL_BELOW = 4096        # smaller stores are indexed in this process
+NOTE_FROM = 4096           # stores this big get a note when (re)indexed; small ones are indexed quietly
 WAIT_TIMEOUT_S = 3600      # how long a rank waits for rank 0 to build the index
 COLUMNS = {"path": "S", "speaker": "i", "n_frames": "i", "offset": "i", "dtype": "u"}
 
@@ -234,12 +235,12 @@ def read_layouts(paths: list, workers: int, desc: str) -> tuple:
     return frames, offsets, dtypes
 
 
-def build_index(root, workers: int = None, known: dict = None, relpaths: list = None) -> CorpusIndex:
+def build_index(root, workers: int = None, known: dict = None, relpaths: list = None,
+                fingerprint: str = "") -> CorpusIndex:
     """Index the store at ``root`` (or only ``relpaths`` of it, without a fingerprint). Rows of
     ``known`` (relative path -> (n_frames, offset, dtype)) are reused for files whose size still
     matches them; every other file's header is read, in parallel."""
     root = Path(root)
-    fingerprint = ""
     if relpaths is None:
         relpaths, fingerprint = scan_store(root)
     rows = [None] * len(relpaths)
@@ -315,10 +316,12 @@ def rebuild_index(root, reason: str, workers: int = None, known: dict = None) ->
     root = Path(root)
     known = {**(known or {}), **shard_entries(root)}
     workers = workers or os.cpu_count() or 1
-    reused = f", reusing {len(known)} rows already indexed" if known else ""
-    print(f"note: {root}: {reason}: building {INDEX_NAME} from the feature files ({workers} processes"
-          f"{reused}); later runs start from it", file=sys.stderr, flush=True)
-    index = build_index(root, workers, known)
+    relpaths, fingerprint = scan_store(root)
+    if len(relpaths) >= NOTE_FROM:  # (a few thousand files are indexed in a blink: no note before an error)
+        reused = f", reusing {len(known)} rows already indexed" if known else ""
+        print(f"note: {root}: {reason}: building {INDEX_NAME} from {len(relpaths):,} feature files "
+              f"({workers} processes{reused}); later runs start from it", file=sys.stderr, flush=True)
+    index = build_index(root, workers, known, relpaths, fingerprint)
     if len(index):
         try:
             write_index(root / INDEX_NAME, index)

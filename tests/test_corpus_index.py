@@ -27,6 +27,12 @@ from tests.test_distributed import free_port
 from tests.test_feature_extraction import TEST_FEAT, write_tiny_corpus
 
 
+@pytest.fixture(autouse=True)
+def notes_for_small_stores(monkeypatch):
+    """The note on (re)indexing is for stores of thousands of files; here every store gets it."""
+    monkeypatch.setattr(corpus_index, "NOTE_FROM", 0)
+
+
 def listed(roots):
     """What the corpus was before the index: a sorted glob of every root and every file's header."""
     paths = [path for root in roots for path in list_feature_files(root)]
@@ -197,7 +203,7 @@ def test_merge_names_the_missing_shards_and_the_next_load_merges(tmp_path, capsy
     fe.main(["--save_path", str(tmp_path), "--workers", "1", "--shard", "3/3"])
     capsys.readouterr()
     corpus = FeatureCorpus(tmp_path / TEST_FEAT)  # no --merge_index: the first load joins them
-    assert re.search(r"corpus index missing: building corpus_index.npz from the feature files \(\d+ processes, "
+    assert re.search(r"corpus index missing: building corpus_index.npz from 12 feature files \(\d+ processes, "
                      r"reusing 12 rows already indexed\)", capsys.readouterr().err)
     assert [corpus.path(i) for i in range(len(corpus))] == listed([tmp_path / TEST_FEAT])[0]
 

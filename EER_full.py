@@ -35,7 +35,7 @@ def cohort_corpus(args):
     if not train_root.is_dir():
         raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
                              f"found at {train_root}")
-    corpus = FeatureCorpus([train_root])
+    corpus = FeatureCorpus([train_root], reindex=args.reindex)
     if args.cohort_size > corpus.n_speakers:
         raise UserInputError(f"--cohort_size {args.cohort_size} must be between 1 and the cohort's "
                              f"{corpus.n_speakers} speakers")

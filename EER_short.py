@@ -34,7 +34,7 @@ def evaluate_length(args, model, corpus, test_length, enroll_cache, out_dir) -> 
     trials = make_short_trials(corpus, test_length, args.pairs_per_speaker, args.seed)
     scores = score_short_trials(model, corpus, trials, args.device, args.batch_size, enroll_cache)
     report = cli.evaluate_scores(trials.label, scores)
-    names = [corpus.utterances[i].key + ".wav" for i in range(len(corpus))]
+    names = [key + ".wav" for key in corpus.keys()]
     cli.write_scores(cli.result_path(args, out_dir, f"scores_short_{test_length}", ".txt"), trials.label,
                      scores, [names[i] for i in trials.enroll], [names[i] for i in trials.test])
     return report, (f"{test_length / 100:g} s ({test_length} frames)", trials.label, scores)
@@ -48,7 +48,7 @@ def print_table(reports: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type))
+    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type), reindex=args.reindex)
     print(f"{corpus.n_speakers} evaluation speakers, {len(corpus)} utterances")
     model, checkpoint, out_dir = cli.load_model(args)
     enroll_cache, reports, curves = {}, {}, []

@@ -4,6 +4,7 @@
     python dataprep.py --save_path DIR --download --key KEY         # or $VOXCELEB_KEY
     python dataprep.py --save_path DIR --extract
     python dataprep.py --save_path DIR --convert --workers 8
+    python dataprep.py --save_path DIR --convert --shard 3/8       # machine 3 of 8 converts its 1/8
     python dataprep.py --save_path DIR --synthetic [--n_speakers 40 --n_test_speakers 10 --seed 0]
 
 Then extract features with ``python feat_extract/feature_extraction.py --save_path DIR``.
@@ -14,6 +15,7 @@ import sys
 import configure
 from prep import download, synthetic
 from common.errors import UserInputError, run_main
+from feat_extract.shards import parse_shard
 
 
 def parse_args(argv=None):
@@ -32,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"))
     parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"))
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: all cores)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="--convert only shard K of N of the files (a deterministic split by file name, "
+                             "as feature_extraction.py --shard), so several machines share the work")
     add_synthetic_arguments(parser)
     return parser.parse_args(argv)
 
@@ -71,7 +76,7 @@ def run_voxceleb(args) -> None:
         for archive, n_files in written.items():
             print(f"extract: {archive}: {n_files} files written")
     if args.convert:
-        result = download.convert_aac(args.save_path, args.workers)
+        result = download.convert_aac(args.save_path, args.workers, shard=args.shard)
         print(f"convert: {result['converted']} converted, {result['skipped']} already done, "
               f"{len(result['failed'])} failed")
         if result["failed"]:
@@ -87,6 +92,7 @@ def main(argv=None) -> None:
                              "--download, --extract, --convert")
     if args.workers is not None and args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}")
+    args.shard = parse_shard(args.shard)
     if args.synthetic:
         run_synthetic(args)
     if args.download or args.extract or args.convert:

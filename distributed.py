@@ -72,6 +72,19 @@ def init_process_group(ctx: DistContext, device: torch.device) -> None:
                             timeout=PROCESS_GROUP_TIMEOUT, **kwargs)
 
 
+def check_same_corpus(digest: str, ctx: DistContext) -> None:
+    """Stop unless every rank loaded the same corpus index (rank 0 built it, the others waited for it):
+    episodes are a function of (seed, epoch, index) only when all ranks number utterances alike."""
+    if not ctx.enabled:
+        return
+    digests = [None] * ctx.world_size
+    dist.all_gather_object(digests, digest)
+    differing = [rank for rank, other in enumerate(digests) if other != digests[0]]
+    if differing:
+        raise UserInputError(f"ranks {', '.join(map(str, differing))} loaded a different corpus index than "
+                             "rank 0: every node must see the same feature store (and its corpus_index.npz)")
+
+
 def differentiable(collective: str, *args):
     """``torch.distributed.nn.functional.<collective>`` (collectives with gradients), without its
     deprecation notice on every call."""

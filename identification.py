@@ -31,7 +31,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.check_positive(args, "n_shot", "n_query", "nb_class_test", "nb_episode", "enroll_length", "test_length")
-    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type))
+    corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type), reindex=args.reindex)
     config = IdentificationConfig(args.nb_class_test, args.n_shot, args.n_query, args.enroll_length,
                                   args.test_length)
     model, checkpoint, out_dir = cli.load_model(args)

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
+    parser.add_argument("--reindex", action="store_true",
+                        help="rebuild the feature store's corpus index before training (done by itself when stale)")
     return parser
 
 

@@ -29,8 +29,9 @@ from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
 from common.errors import UserInputError
 from common.files import atomic_path, write_text
-from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, convert_sync_batchnorm,
-                         destroy_process_group, gather_shot_major, init_process_group, process_group_note)
+from distributed import (DistContext, ShardedEpisodeDataset, check_same_corpus, context_from_env,
+                         convert_sync_batchnorm, destroy_process_group, gather_shot_major, init_process_group,
+                         process_group_note)
 from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, resolve_checkpoint, save_checkpoint,
                               trained_epochs)
 from model.loss import LOSSES, EpisodeObjective, build_objective
@@ -424,7 +425,8 @@ def prepare(args):
     """Everything that can fail on bad input, checked before any process group starts."""
     ctx = context_from_env()
     config = resolve_config(args, ctx)
-    corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
+    corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]),
+                           reindex=getattr(args, "reindex", False), build_index=ctx.is_main)  # others wait for rank 0
     episode = episode_config(config)
     check_episode_config(corpus, episode)  # enough speakers?
     if ctx.is_main:
@@ -459,6 +461,7 @@ def train(args) -> Path:
         config["amp"] = False
     init_process_group(ctx, device)
     try:
+        check_same_corpus(corpus.digest(), ctx)
         return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
     finally:
         destroy_process_group()

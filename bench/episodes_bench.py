@@ -46,7 +46,8 @@ def pickle_bytes_per_episode(pickle_paths, plan) -> int:
 
 
 def startup_bytes_per_utterance(root) -> float:
-    """Bytes requested while listing a corpus (one header read per file), per utterance."""
+    """Bytes requested while a corpus starts (its corpus index, built beforehand), per utterance."""
+    FeatureCorpus(root)  # builds the index if it is missing
     listed = []
     requested = bytes_read(lambda: listed.append(FeatureCorpus(root)))
     return None if requested is None else requested / len(listed[0])
@@ -89,7 +90,7 @@ def bytes_results(store, dtype: str, corpus, dataset, pickle_paths) -> list:
                       f"requested (/proc/self/io rchar); crop rows {rows:,} B; {cold}")]
     if header is not None:
         results.append(Result(f"startup_bytes_per_utterance_{dtype}", header, "bytes", None, False, None,
-                              "one-off .npy header read per file when the corpus is listed"))
+                              "reading the corpus index at start-up (no feature file is opened)"))
     return results
 
 

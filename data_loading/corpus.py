@@ -1,18 +1,25 @@
 """A speaker-labelled collection of ``<speaker>/<session>/<utterance>.npy`` feature files.
 
 Files hold (frames, 40) features (float32 or float16; ``feat_extract.features`` validates and reads
-them). Each header is read once when the corpus is listed; a crop is then one positioned read
-(``os.preadv``) of exactly its frames, never the whole utterance (cheaper than
+them). What the corpus knows about them (paths,
+speakers, frames, data offsets, dtypes) comes from each root's corpus index
+(feat_extract/corpus_index.py), so start-up opens no feature file, and is held in numpy arrays, not one Python
+object per utterance: forked DataLoader workers share those pages instead of copying them as
+reference counts and the garbage collector touch objects. A crop is one positioned read
+(``os.pread``) of exactly its frames, never the whole utterance (cheaper than
 ``np.load(mmap_mode='r')``, whose per-call set-up dominates a 200-frame read).
 """
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserInputError
+from feat_extract.corpus_index import load_index
 from feat_extract.fbank import N_MELS
-from feat_extract.features import NpyLayout, feature_layout, fill_crop, read_stored_crop
+from feat_extract.features import NpyLayout, fill_crop, read_stored_crop
 
 
 @dataclass(frozen=True)
@@ -32,36 +39,101 @@ class Utterance:
 
 
 def list_feature_files(root: Path) -> list:
-    """All ``<speaker>/<session>/<utt>.npy`` files below ``root``, sorted."""
+    """All ``<speaker>/<session>/<utt>.npy`` files below ``root``, sorted (a full listing: what the
+    corpus index holds, without reading it)."""
     return sorted(Path(root).glob("*/*/*.npy"))
 
 
-class FeatureCorpus:
-    """Utterances of one or more feature roots, grouped by speaker (labels follow sorted speaker ids)."""
+class UtteranceTable:
+    """``corpus.utterances[i]``: an ``Utterance`` made on demand from the corpus arrays (none is kept)."""
 
-    def __init__(self, roots):
+    def __init__(self, corpus: "FeatureCorpus"):
+        self.corpus = corpus
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        corpus = self.corpus
+        index = range(len(corpus))[index]  # negative indices, IndexError
+        return Utterance(corpus.path(index), corpus.speakers[corpus.labels[index]], corpus.layout(index))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+class FeatureCorpus:
+    """Utterances of one or more feature roots, grouped by speaker (labels follow sorted speaker ids).
+
+    Arrays, one row per utterance in listing order (root by root): ``relpaths`` (bytes, relative to
+    ``roots[root_of]``), ``labels``, ``n_frames``, ``offsets``, ``dtype_codes`` (rows of ``dtypes``);
+    ``by_speaker[label]`` is an int64 array of that speaker's utterance numbers, ascending.
+    ``reindex`` rebuilds the roots' indexes; ``build_index=False`` (torchrun ranks other than 0)
+    waits for another process to build a missing one."""
+
+    def __init__(self, roots, reindex: bool = False, build_index: bool = True):
         roots = [Path(root) for root in ([roots] if isinstance(roots, (str, Path)) else roots)]
-        paths = [path for root in roots for path in list_feature_files(root)]
-        if not paths:
+        indexes = [load_index(root, reindex, builder=build_index) for root in roots]
+        if not sum(len(index) for index in indexes):
             raise UserInputError(f"no feature files (<speaker>/<session>/<utt>.npy) under "
                                  f"{', '.join(str(root) for root in roots)}")
         self.roots = roots
-        self.utterances = [Utterance(path, path.parts[-3], feature_layout(path)) for path in paths]
-        self.speakers = sorted({utt.speaker for utt in self.utterances})
+        self.speakers = sorted({os.fsdecode(name) for index in indexes for name in index.speakers})
         self.label_of = {speaker: label for label, speaker in enumerate(self.speakers)}
-        self.by_speaker = [[] for _ in self.speakers]
-        for index, utt in enumerate(self.utterances):
-            self.by_speaker[self.label_of[utt.speaker]].append(index)
+        self.dtypes = sorted({name.decode() for index in indexes for name in index.dtypes})
+        self.root_of = np.repeat(np.arange(len(roots), dtype=np.int16), [len(index) for index in indexes])
+        self.relpaths = np.concatenate([index.path for index in indexes])
+        self.labels = np.concatenate([remap(index.speakers, self.label_of, os.fsdecode)[index.speaker]
+                                      for index in indexes]).astype(np.int32)
+        self.n_frames = np.concatenate([index.n_frames for index in indexes]).astype(np.int64)
+        self.offsets = np.concatenate([index.offset for index in indexes]).astype(np.int64)
+        dtype_of = {name: code for code, name in enumerate(self.dtypes)}
+        self.dtype_codes = np.concatenate([remap(index.dtypes, dtype_of, bytes.decode)[index.dtype]
+                                           for index in indexes]).astype(np.uint8)
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(len(self.speakers) + 1))
+        self.by_speaker = [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        self.root_names = [str(root) for root in roots]
 
     def __len__(self) -> int:
-        return len(self.utterances)
+        return len(self.relpaths)
 
     @property
     def n_speakers(self) -> int:
         return len(self.speakers)
 
+    @property
+    def utterances(self) -> UtteranceTable:
+        return UtteranceTable(self)
+
     def label(self, index: int) -> int:
-        return self.label_of[self.utterances[index].speaker]
+        return int(self.labels[index])
+
+    def path_str(self, index: int) -> str:
+        return os.path.join(self.root_names[self.root_of[index]], os.fsdecode(self.relpaths[index]))
+
+    def path(self, index: int) -> Path:
+        return Path(self.path_str(index))
+
+    def layout(self, index: int) -> NpyLayout:
+        return NpyLayout(int(self.n_frames[index]), int(self.offsets[index]),
+                         self.dtypes[self.dtype_codes[index]])
+
+    def digest(self) -> str:
+        """A hash of what the corpus holds (paths relative to their roots, speakers, frames, offsets,
+        dtypes): equal in every process that sees the same store. Computed on demand (~0.1 s for
+        VoxCeleb2), for torchrun ranks to check that they agree."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for array in (self.relpaths, self.root_of, self.labels, self.n_frames, self.offsets, self.dtype_codes):
+            hasher.update(np.ascontiguousarray(array).tobytes())
+        hasher.update("\n".join(self.speakers + self.dtypes).encode(errors="surrogateescape"))
+        return hasher.hexdigest()
+
+    def keys(self) -> list:
+        """``speaker/session/utterance`` of every utterance (trial-list names without the extension)."""
+        return [os.fsdecode(rel)[:-len(".npy")] for rel in self.relpaths]
 
     def read_crop(self, index: int, start: int, length: int, wrap: str = "tile") -> np.ndarray:
         """``length`` frames from ``start`` as float32 (length, 40); a short utterance is tiled (or
@@ -70,19 +142,23 @@ class FeatureCorpus:
 
     def read_stored_crop(self, index: int, start: int, length: int, wrap: str = "tile") -> np.ndarray:
         """As ``read_crop`` but in the stored dtype (float16 stays float16)."""
-        utterance = self.utterances[index]
-        return read_stored_crop(utterance.path, start, length, utterance.layout, wrap)
+        return read_stored_crop(self.path_str(index), start, length, self.layout(index), wrap)
+
+
+def remap(names: np.ndarray, code_of: dict, decode) -> np.ndarray:
+    """Codes of an index's own table (``names``) in the corpus-wide table ``code_of``."""
+    return np.array([code_of[decode(name)] for name in names], dtype=np.int64).reshape(-1)
 
 
 def read_stored_crops(corpus, indices, starts, length: int) -> np.ndarray:
     """(n, length, n_mels) crops of ``corpus`` utterances in their common stored dtype, tiled like
     ``read_stored_crop``; None when the utterances are stored in different dtypes."""
-    layouts = [corpus.utterances[index].layout for index in indices]
-    if len({layout.dtype for layout in layouts}) != 1:
+    codes = corpus.dtype_codes[np.asarray(indices, dtype=np.int64)]
+    if len(np.unique(codes)) != 1:
         return None
-    crops = np.empty((len(layouts), length, N_MELS), dtype=layouts[0].dtype)
-    for crop, index, start, layout in zip(crops, indices, starts, layouts):
-        fill_crop(corpus.utterances[index].path, layout, int(start), crop)
+    crops = np.empty((len(codes), length, N_MELS), dtype=corpus.dtypes[codes[0]])
+    for crop, index, start in zip(crops, indices, starts):
+        fill_crop(corpus.path_str(index), corpus.layout(index), int(start), crop)
     return crops
 
 

@@ -78,7 +78,7 @@ def plan_episode(corpus: FeatureCorpus, config: EpisodeConfig, rng: np.random.Ge
         query_frames = int(rng.integers(*QUERY_FRAMES_RANGE))
     n_support = config.n_way * config.n_shot
     lengths = np.where(np.arange(len(utterances)) < n_support, config.crop_frames, query_frames)
-    starts = random_starts(rng, np.array([corpus.utterances[utt].n_frames for utt in utterances]), lengths)
+    starts = random_starts(rng, corpus.n_frames[utterances], lengths)
     label_g = np.tile(classes, config.samples_per_class).astype(np.int64)
     return EpisodePlan(utterances, starts, config.crop_frames, query_frames, label_g,
                        config.n_way, config.n_shot)

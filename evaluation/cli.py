@@ -25,6 +25,8 @@ def add_model_arguments(parser, batch_size: int = 64) -> None:
     parser.add_argument("--batch_size", type=int, default=batch_size, help="items per forward pass")
     parser.add_argument("--out_dir", type=str, default=None,
                         help="where result files go (default: the checkpoint's folder)")
+    parser.add_argument("--reindex", action="store_true",
+                        help="rebuild the feature folders' corpus index first (done by itself when stale)")
 
 
 def check_positive(args, *names) -> None:

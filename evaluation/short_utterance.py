@@ -83,7 +83,7 @@ def make_short_trials(corpus: FeatureCorpus, test_length: int, pairs_per_speaker
         raise UserInputError(f"--pairs_per_speaker must be positive, got {pairs_per_speaker}")
     enroll, test, label = draw_pairs(corpus, pairs_per_speaker, np.random.default_rng(seed))
     half = test_length // 2
-    frames = np.array([corpus.utterances[i].n_frames for i in test], dtype=np.int64)
+    frames = corpus.n_frames[test].astype(np.int64)
     starts = np.random.default_rng([seed, test_length]).integers(0, doubled_frames(frames, 2 * half) - 2 * half)
     return ShortTrials(enroll, test, starts, label, 2 * half)
 

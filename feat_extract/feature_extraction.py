@@ -2,6 +2,9 @@
 
     python feat_extract/feature_extraction.py --save_path DIR [--workers N --feat_dtype float16 --strict]
     python feat_extract/feature_extraction.py --wav_scp wav.scp --utt2spk utt2spk --out_dir FEATS
+    python feat_extract/feature_extraction.py --save_path DIR --shard K/N     # 1/N of the files (a machine)
+    python feat_extract/feature_extraction.py --save_path DIR --merge_index   # then: join the shard indexes
+    python feat_extract/feature_extraction.py --save_path DIR --reindex       # rebuild the corpus index
 
 Every wav under the wav folders of configure.SPLITS (or listed by a Kaldi wav.scp + utt2spk) becomes
 a mirrored ``.npy`` in the feature folder (``feat_extract.fbank.log_mel_fbank``). Parallel, resumable
@@ -25,9 +28,11 @@ from tqdm import tqdm  # noqa: E402
 import configure  # noqa: E402
 from common.errors import UserInputError, run_main  # noqa: E402
 from common.files import save_npy, write_text  # noqa: E402
+from feat_extract import corpus_index  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
 from feat_extract.fbank import log_mel_fbank  # noqa: E402
 from feat_extract.features import is_complete_feature  # noqa: E402
+from feat_extract.shards import parse_shard, select_shard  # noqa: E402
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FEAT_DTYPES = ("float32", "float16")
@@ -41,6 +46,7 @@ class ExtractionSummary:
     failed: list = field(default_factory=list)        # (audio path, reason)
     converted: list = field(default_factory=list)     # (audio path, "; ".join(notes))
     reports: list = field(default_factory=list)       # report files written
+    written: list = field(default_factory=list)       # audio paths whose features this run wrote
 
     def merge(self, other: "ExtractionSummary") -> None:
         self.extracted += other.extracted
@@ -48,6 +54,7 @@ class ExtractionSummary:
         self.failed += other.failed
         self.converted += other.converted
         self.reports += other.reports
+        self.written += other.written
 
 
 def wav_tree_jobs(wav_root, feat_root) -> list:
@@ -161,6 +168,8 @@ def record(summary: ExtractionSummary, audio_path, status, detail, strict) -> No
             raise UserInputError(f"{detail} (stopped by --strict)")
         return
     summary.extracted += status == "ok"
+    if status == "ok":
+        summary.written.append(audio_path)
     summary.skipped += status == "skipped"
     if detail:
         summary.converted.append((audio_path, detail))
@@ -184,30 +193,45 @@ def run_jobs(jobs, dtype, workers, strict, desc) -> ExtractionSummary:
     return summary
 
 
-def write_report(feat_root, summary: ExtractionSummary) -> Path:
+def write_report(feat_root, summary: ExtractionSummary, shard: tuple = None) -> Path:
     lines = [f"# feature extraction: {summary.extracted} extracted, {summary.skipped} already done, "
              f"{len(summary.failed)} bad, {len(summary.converted)} converted",
              "# status<TAB>audio file<TAB>reason"]
     lines += [f"bad\t{audio}\t{reason}" for audio, reason in sorted(summary.failed)]
     lines += [f"converted\t{audio}\t{notes}" for audio, notes in sorted(summary.converted)]
-    report = Path(feat_root) / REPORT_NAME
+    name = REPORT_NAME if shard is None else REPORT_NAME.replace(".txt", ".shard-{}-of-{}.txt".format(*shard))
+    report = Path(feat_root) / name
     write_text(report, "\n".join(lines) + "\n")
     return report
 
 
 def extract_jobs(jobs, feat_root, workers=None, feat_dtype="float32", strict=False,
-                 desc="features") -> ExtractionSummary:
-    """Extract (audio, npy) ``jobs`` into ``feat_root`` and write its report."""
+                 desc="features", shard=None) -> ExtractionSummary:
+    """Extract (audio, npy) ``jobs`` (those of ``shard`` (K, N) when given) into ``feat_root``, then
+    write its report and corpus index. Outputs the index already lists (with their size) are skipped
+    without being opened."""
     if feat_dtype not in FEAT_DTYPES:
         raise UserInputError(f"--feat_dtype must be one of {', '.join(FEAT_DTYPES)}, got {feat_dtype!r}")
     workers = workers or os.cpu_count() or 1
     remove_stale_temporaries(feat_root)
-    summary = run_jobs(jobs, feat_dtype, workers, strict, desc)
-    summary.reports.append(write_report(feat_root, summary))
+    prefix = str(Path(feat_root)) + os.sep
+    relative = {npy: npy[len(prefix):] for _, npy in jobs}
+    jobs = select_shard(jobs, lambda job: relative[job[1]], shard)
+    complete = corpus_index.indexed_complete_files(feat_root)
+    todo = [job for job in jobs if relative[job[1]] not in complete]
+    summary = run_jobs(todo, feat_dtype, workers, strict, desc + (" shard {}/{}".format(*shard) if shard else ""))
+    summary.skipped += len(jobs) - len(todo)
+    summary.reports.append(write_report(feat_root, summary, shard))
+    npy_of = dict(jobs)
+    written = {relative[npy_of[audio]] for audio in summary.written}
+    failed = {relative[npy_of[audio]] for audio, _ in summary.failed}
+    done = [relative[npy] for _, npy in jobs if relative[npy] not in failed]
+    known = {rel: entry for rel, entry in complete.items() if rel not in written}
+    corpus_index.index_extraction(feat_root, done, known, shard, workers)
     return summary
 
 
-def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) -> ExtractionSummary:
+def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False, shard=None) -> ExtractionSummary:
     """Extract every split of configure.SPLITS whose wav folder exists under ``save_path``."""
     total = ExtractionSummary()
     found, empty = False, []
@@ -221,7 +245,7 @@ def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False) 
             empty.append(str(wav_root))
             continue
         total.merge(extract_jobs(jobs, Path(save_path) / feat_folder, workers, feat_dtype, strict,
-                                 desc=f"{dataset}/{split}"))
+                                 desc=f"{dataset}/{split}", shard=shard))
     if not found:
         folders = ", ".join(wav for wav, _ in configure.SPLITS.values())
         raise UserInputError(f"no wav folder under {save_path} (looked for {folders}); "
@@ -258,19 +282,52 @@ def parse_args(argv=None):
     parser.add_argument("--wav_scp", default=None, help="Kaldi wav.scp (with --utt2spk and --out_dir)")
     parser.add_argument("--utt2spk", default=None, help="Kaldi utt2spk")
     parser.add_argument("--out_dir", default=None, help="feature folder for --wav_scp input")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="extract only shard K of N (1 <= K <= N; a deterministic split by file name) "
+                             "and write a shard index; machines or a SLURM array share a corpus this way")
+    parser.add_argument("--merge_index", action="store_true",
+                        help="only join the shard indexes of the feature folders into their corpus index")
+    parser.add_argument("--reindex", action="store_true",
+                        help="only rebuild the corpus index of the feature folders from their files")
     return parser.parse_args(argv)
+
+
+def feature_roots(args) -> list:
+    """The feature folders a command works on: --out_dir, or those of configure.SPLITS that exist."""
+    if args.out_dir:
+        return [Path(args.out_dir)]
+    save_path = Path(args.save_path or configure.save_path)
+    return [save_path / feat for _, feat in configure.SPLITS.values() if (save_path / feat).is_dir()]
+
+
+def index_only(args) -> None:
+    """--merge_index / --reindex: (re)write the corpus index of each feature folder, extracting nothing."""
+    roots = feature_roots(args)
+    if not roots:
+        raise UserInputError("no feature folder found (give --save_path or --out_dir)")
+    for root in roots:
+        if args.merge_index:
+            index = corpus_index.merge_shard_indexes(root, args.workers)
+        else:
+            index = corpus_index.load_index(root, reindex=True, workers=args.workers)
+        print(f"index: {root / corpus_index.INDEX_NAME}: {len(index)} utterances of "
+              f"{len(index.speakers)} speakers", file=sys.stderr)
 
 
 def main(argv=None) -> ExtractionSummary:
     args = parse_args(argv)
+    if args.merge_index or args.reindex:
+        index_only(args)
+        return None
+    shard = parse_shard(args.shard)
     if args.wav_scp or args.utt2spk or args.out_dir:
         if not (args.wav_scp and args.utt2spk and args.out_dir):
             raise UserInputError("--wav_scp, --utt2spk and --out_dir go together")
         jobs = kaldi_jobs(args.wav_scp, args.utt2spk, args.out_dir)
-        summary = extract_jobs(jobs, args.out_dir, args.workers, args.feat_dtype, args.strict, "kaldi")
+        summary = extract_jobs(jobs, args.out_dir, args.workers, args.feat_dtype, args.strict, "kaldi", shard)
     else:
         summary = extract_corpus(args.save_path or configure.save_path, args.workers,
-                                 args.feat_dtype, args.strict)
+                                 args.feat_dtype, args.strict, shard)
     print_summary(summary)
     return summary
 

@@ -90,7 +90,12 @@ def read_features(path, layout: NpyLayout = None) -> np.ndarray:
 def read_frames_into(path, layout: NpyLayout, start: int, rows: np.ndarray) -> None:
     """Fill ``rows`` (count, 40, stored dtype, C-contiguous) with frames from ``start``: one
     ``os.preadv`` straight into the caller's buffer (no intermediate bytes object)."""
-    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        raise UserInputError(f"{path}: cannot read a feature file the corpus index lists "
+                             f"({getattr(error, 'strerror', None) or error}); "
+                             "if files were removed by hand, pass --reindex") from None
     try:
         n_read = os.preadv(descriptor, [rows], layout.offset + start * rows.strides[0])
     finally:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from common.errors import UserInputError
 from common.files import atomic_path, write_text
 from feat_extract.fbank import SAMPLE_RATE
+from feat_extract.shards import select_shard
 
 DEFAULT_BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1a/"
 CHUNK = 1 << 20
@@ -297,8 +298,9 @@ def convert_file(pair) -> tuple:
 
 
 def convert_aac(save_path, workers=None, source_folder="voxceleb2/dev/aac",
-                target_folder="voxceleb2/dev/wav") -> dict:
-    """Every ``.m4a`` under ``source_folder`` -> 16 kHz mono 16-bit ``.wav`` under ``target_folder``."""
+                target_folder="voxceleb2/dev/wav", shard=None) -> dict:
+    """Every ``.m4a`` under ``source_folder`` (those of ``shard`` (K, N) when given, see
+    feat_extract/shards.py) -> 16 kHz mono 16-bit ``.wav`` under ``target_folder``."""
     if shutil.which("ffmpeg") is None:
         raise UserInputError("ffmpeg is needed for --convert but is not installed "
                              "(Debian/Ubuntu: sudo apt-get install ffmpeg)")
@@ -307,6 +309,7 @@ def convert_aac(save_path, workers=None, source_folder="voxceleb2/dev/aac",
         raise UserInputError(f"{source_root}: no such folder; run with --extract first")
     pairs = [(m4a, (target_root / m4a.relative_to(source_root)).with_suffix(".wav"))
              for m4a in sorted(source_root.rglob("*.m4a"))]
+    pairs = select_shard(pairs, lambda pair: pair[0].relative_to(source_root).as_posix(), shard)
     todo = [(m4a, wav) for m4a, wav in pairs if not wav.is_file()]
     check_free_space(target_root, WAV_BYTES_PER_AAC_BYTE * sum(m.stat().st_size for m, _ in todo),
                      "converting to wav (estimated)")
@@ -317,6 +320,7 @@ def convert_aac(save_path, workers=None, source_folder="voxceleb2/dev/aac",
             if error:
                 failed.append((source, error))
     if failed:
-        write_text(target_root / "conversion_report.txt",
+        name = "conversion_report.txt" if shard is None else "conversion_report.shard-{}-of-{}.txt".format(*shard)
+        write_text(target_root / name,
                    "".join(f"bad\t{source}\t{error}\n" for source, error in sorted(failed)))
     return {"converted": len(todo) - len(failed), "skipped": len(pairs) - len(todo), "failed": failed}

@@ -101,7 +101,8 @@ def main(argv=None) -> None:
     run(["train.py", "--loss_type", "prototypical", "--use_GC", "True", "--n_shot", "1", "--n_query", "2",
          "--use_variable", "True", "--nb_class_train", str(args.nb_class_train), "--data_type", "vox1",
          "--save_path", str(data), "--model_dir", str(model_dir), "--channels", str(args.channels),
-         "--max_epoch", str(args.max_epoch), "--n_episode", str(args.n_episode), "--seed", str(args.seed)])
+         "--max_epoch", str(args.max_epoch), "--n_episode", str(args.n_episode), "--seed", str(args.seed),
+         "--overwrite"])  # a rerun of the demo moves the previous demo run aside
     trained = evaluate(model_dir / "baseline_000" / f"checkpoint_{args.max_epoch:03d}.pth", data, args)
     untrained = evaluate(untrained_checkpoint(args, model_dir), data, args)
     table = results_table(untrained, trained, args)

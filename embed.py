@@ -21,9 +21,11 @@ import configure
 from common.errors import UserInputError, run_main
 from common.files import save_npy, write_text
 from feat_extract.fbank import SAMPLE_RATE, log_mel_fbank
+from common.preflight import check_room
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
 INDEX_NAME = "index.tsv"
+EMBEDDING_BYTES = 4096  # 256 float32 + .npy header, on a 4 KB file-system block
 
 
 def audio_suffixes() -> set:
@@ -84,7 +86,7 @@ def check_unique(jobs) -> list:
 
 def embed_all(encoder, jobs, out_dir: Path):
     """Embed every job; returns (index rows, failures). Bad files are skipped and reported."""
-    from speaker_api import load_samples
+    from speaker_api import load_samples, short_recording_message
     rows, failures = [], []
     for source, key in tqdm(jobs, desc="embedding", unit="file", file=sys.stderr):
         try:
@@ -96,6 +98,8 @@ def embed_all(encoder, jobs, out_dir: Path):
             continue
         for note in notes:
             tqdm.write(f"note: {source}: {note}", file=sys.stderr)
+        if short := short_recording_message(source, samples.size):
+            tqdm.write(f"warning: {short}", file=sys.stderr)
         relative = key.with_suffix(".npy")
         save_npy(out_dir / relative, embedding)
         rows.append((str(relative), str(source), samples.size / SAMPLE_RATE))
@@ -128,7 +132,7 @@ def main(argv=None):
     jobs = collect_inputs(args.inputs, args.list_file)
     encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device,
                                              model_dir=args.model_dir)
-    out_dir = Path(args.out)
+    out_dir = check_room(args.out, EMBEDDING_BYTES * (len(jobs) + 1), f"{len(jobs)} embeddings")
     rows, failures = embed_all(encoder, jobs, out_dir)
     index = write_index(out_dir, rows)
     print(f"wrote {len(rows)} embeddings and {index}", file=sys.stderr)

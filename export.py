@@ -9,6 +9,7 @@ Both take log-mel features shaped (batch, 1, 40, frames) -- any batch size and a
 deployment must reproduce (``feat_extract.feature_extraction.log_mel_fbank`` is the reference).
 """
 import argparse
+import io
 import json
 import sys
 import warnings
@@ -19,6 +20,7 @@ import torch
 import configure
 from common.errors import UserInputError, run_main
 from common.files import atomic_path, write_text
+from common.preflight import check_room
 from feat_extract import fbank as recipe
 from model.checkpoint import load_encoder, model_fields, trained_epochs
 
@@ -41,18 +43,28 @@ def export_torchscript(model, path: Path) -> str:
             module, how = torch.jit.script(model), "scripted"
         except Exception:  # noqa: BLE001 - scripting can fail on exotic modules; tracing still works here
             module, how = torch.jit.trace(model, example_input()), "traced"
-    with atomic_path(path, ".pt") as tmp:
-        module.save(str(tmp))
+    write_bytes(path, ".pt", lambda buffer: buffer.write(module.save_to_buffer()))
     return how
+
+
+def write_bytes(path: Path, suffix: str, serialise) -> None:
+    """Serialise into memory, then write through Python: torch's C++ file writer aborts the whole
+    process when the disk fills up; a Python write raises OSError, which becomes one error line."""
+    buffer = io.BytesIO()
+    serialise(buffer)
+    with atomic_path(path, suffix) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def export_onnx(model, path: Path) -> str:
     """ONNX with dynamic ``batch`` and ``frames`` axes (legacy TorchScript-based exporter)."""
-    with atomic_path(path, ".onnx") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example_input(),), str(tmp), dynamo=False, external_data=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=ONNX_OPSET,
-                          dynamic_axes={INPUT_NAME: {0: "batch", 3: "frames"}, OUTPUT_NAME: {0: "batch"}})
+    def serialise(buffer):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example_input(),), buffer, dynamo=False, external_data=False,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=ONNX_OPSET,
+                              dynamic_axes={INPUT_NAME: {0: "batch", 3: "frames"}, OUTPUT_NAME: {0: "batch"}})
+    write_bytes(path, ".onnx", serialise)
     return f"opset {ONNX_OPSET}"
 
 
@@ -86,7 +98,8 @@ def export(checkpoint_path, out_dir, formats=FORMATS) -> dict:
     if unknown:
         raise UserInputError(f"unknown --format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     model, checkpoint = load_encoder(checkpoint_path, device="cpu")
-    out_dir = Path(out_dir)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    out_dir = check_room(out_dir, len(formats) * weights + 1024 * 1024, "the exported model files")
     exporters = {"torchscript": export_torchscript, "onnx": export_onnx}
     written = {}
     for name in formats:

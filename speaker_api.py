@@ -31,6 +31,25 @@ class ConversionNote(UserWarning):
     """Audio was converted (resampled, mixed to mono) before feature extraction."""
 
 
+class ShortRecording(UserWarning):
+    """A recording shorter than ``MIN_SECONDS``: its embedding and any decision on it are unreliable."""
+
+
+# The encoder learnt from 1-2 s crops and the paper's shortest test is 1 s; below half a second
+# (50 frames, 7 time steps after the ResNet's three stride-2 stages) the model sees far less speech than
+# anything it was trained or evaluated on (a judgement from the paper's lengths, see README).
+MIN_SECONDS = 0.5
+
+
+def short_recording_message(source, n_samples: int):
+    """The warning for a recording of ``n_samples`` at 16 kHz shorter than ``MIN_SECONDS``; else None."""
+    seconds = n_samples / SAMPLE_RATE
+    if seconds >= MIN_SECONDS:
+        return None
+    return (f"{source}: only {seconds:.2f} s of audio, below the {MIN_SECONDS} s minimum; embeddings "
+            "and decisions on recordings this short are not reliable")
+
+
 def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -91,16 +110,18 @@ def cosine(a, b) -> float:
 class SpeakerEncoder:
     """A trained ``background_resnet`` in eval mode, with audio -> features -> 256-d embedding."""
 
-    def __init__(self, model, device=None, checkpoint_path=None, epoch=None, note_handler=None):
+    def __init__(self, model, device=None, checkpoint_path=None, epoch=None, note_handler=None,
+                 warning_handler=None):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.epoch = epoch
         self.note_handler = note_handler    # callable(str); default: warnings.warn(ConversionNote)
+        self.warning_handler = warning_handler  # callable(str); default: warnings.warn(ShortRecording)
 
     @classmethod
     def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None,
-                        model_dir=None):
+                        model_dir=None, warning_handler=None):
         """Load ``path`` or ``<model_dir>/baseline_{n_folder:03d}/checkpoint_{cp_num:03d}.pth``
         (``model_dir`` default: saved_model/)."""
         path = checkpoint_file(path, n_folder, cp_num, model_dir)
@@ -108,7 +129,7 @@ class SpeakerEncoder:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserInputError(f"device {device} requested but no CUDA GPU is available; use device='cpu'")
         model, checkpoint = load_encoder(path, device=device)
-        return cls(model, device, path, trained_epochs(checkpoint, path), note_handler)
+        return cls(model, device, path, trained_epochs(checkpoint, path), note_handler, warning_handler)
 
     def _note(self, source: str, note: str) -> None:
         message = f"{source}: {note}"
@@ -122,6 +143,11 @@ class SpeakerEncoder:
         samples, notes, source = load_samples(path_or_array, sample_rate)
         for note in notes:
             self._note(source, note)
+        short = short_recording_message(source, samples.size)
+        if short and self.warning_handler is not None:
+            self.warning_handler(short)
+        elif short:
+            warnings.warn(short, ShortRecording, stacklevel=3)
         return log_mel_fbank(samples)
 
     @torch.no_grad()

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_type", choices=("vox1", "vox2"), default="vox2", help="training data")
     parser.add_argument("--use_checkpoint", type=str2bool, default=False, help="resume from --cp_num")
     parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) to resume from")
+    parser.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
+                        help="start afresh in a used --n_folder: its old files move into replaced_<date>/")
     configure.add_common_arguments(parser)
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
     parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")

@@ -8,6 +8,7 @@ config, rng, sampler), ``train_log.csv``, ``train_curves.png`` and ``config.json
 ``<model_dir>/baseline_{n_folder:03d}/``. Episodes are pure functions of (seed, epoch, index) and every
 random state is restored, so a resumed run repeats an uninterrupted one bit for bit (on CPU).
 """
+import contextlib
 import copy
 import csv
 import io
@@ -36,6 +37,7 @@ from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, reso
                               trained_epochs)
 from model.loss import LOSSES, EpisodeObjective, build_objective
 from model.registry import build_model
+from run_folder import check_room_for_checkpoints, claim_run_folder
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
@@ -421,8 +423,9 @@ class RunOutputs:
         plot_training_curves(self.rows, self.folder / "train_curves.png")
 
 
-def prepare(args):
-    """Everything that can fail on bad input, checked before any process group starts."""
+def prepare(args, claims: contextlib.ExitStack):
+    """Everything that can fail on bad input, checked before any process group starts; rank 0 holds
+    the run folder (``run_folder.py``) until ``claims`` closes."""
     ctx = context_from_env()
     config = resolve_config(args, ctx)
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]),
@@ -438,6 +441,10 @@ def prepare(args):
         checkpoint = load_checkpoint(path)
         check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
                          config["backbone"])
+    if ctx.is_main:  # inputs are good: now the run folder (nothing is written before this point)
+        claims.enter_context(claim_run_folder(run_folder(config), config["use_checkpoint"],
+                                              getattr(args, "overwrite", False)))
+        check_room_for_checkpoints(run_folder(config), corpus.n_speakers, config["channels"], config["backbone"])
     return ctx, config, corpus, n_episodes, checkpoint, path
 
 
@@ -454,17 +461,18 @@ def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
 
 def train(args) -> Path:
     """Train as the flags say; returns the folder holding checkpoints and logs."""
-    ctx, config, corpus, n_episodes, checkpoint, path = prepare(args)
-    device = training_device(config, ctx)
-    if config["amp"] and device.type != "cuda":
-        print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
-        config["amp"] = False
-    init_process_group(ctx, device)
-    try:
-        check_same_corpus(corpus.digest(), ctx)
-        return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
-    finally:
-        destroy_process_group()
+    with contextlib.ExitStack() as claims:
+        ctx, config, corpus, n_episodes, checkpoint, path = prepare(args, claims)
+        device = training_device(config, ctx)
+        if config["amp"] and device.type != "cuda":
+            print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
+            config["amp"] = False
+        init_process_group(ctx, device)
+        try:
+            check_same_corpus(corpus.digest(), ctx)
+            return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
+        finally:
+            destroy_process_group()
 
 
 def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:

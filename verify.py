@@ -79,7 +79,8 @@ def main(argv=None):
     checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
     encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
-                                             note_handler=lambda note: print(f"note: {note}", file=sys.stderr))
+                                             note_handler=lambda note: print(f"note: {note}", file=sys.stderr),
+                                             warning_handler=lambda text: print(f"warning: {text}", file=sys.stderr))
     score = encoder.score(encoder.embed(args.enroll), encoder.embed(args.test))
     accepted = score >= threshold
     print(f"score: {score:.6f}")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.disk import failure_reason, write_failure_message
+from common.errors import UserInputError
+
 
 def current_umask() -> int:
     mask = os.umask(0)
@@ -21,21 +24,34 @@ UMASK = current_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=""):
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp_name, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
+def reported_write_errors(path):
+    """A write the system refuses (no space, permission, read-only, quota) -> UserInputError naming ``path``."""
     try:
-        yield Path(tmp_name)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        yield
+    except (OSError, RuntimeError) as error:
+        if failure_reason(error) is None:
+            raise
+        raise UserInputError(write_failure_message(path, error)) from None
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
+    A refused write becomes one clear UserInputError and leaves ``path`` as it was."""
+    path = Path(path)
+    with reported_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            os.chmod(tmp_name, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
+            yield Path(tmp_name)
+            with open(tmp_name, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
 
 
 def read_npy_header(path):

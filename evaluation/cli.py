@@ -7,8 +7,11 @@ import numpy as np
 import configure
 from common.errors import UserInputError
 from common.files import write_text
+from common.preflight import check_room
 from evaluation.metrics import P_TARGETS, verification_report
 from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
+
+RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summary and the DET plot
 
 
 def add_model_arguments(parser, batch_size: int = 64) -> None:
@@ -43,7 +46,7 @@ def load_model(args):
     if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
         args.cp_num = number
     model, _ = load_encoder(path, args.device)
-    out_dir = Path(args.out_dir) if args.out_dir else path.parent
+    out_dir = check_room(Path(args.out_dir) if args.out_dir else path.parent, RESULT_BYTES, "the result files")
     print(f"checkpoint: {path} ({model.backbone}, width {model.channels}, "
           f"{model.num_classes} training classes) on {args.device}")
     return model, path, out_dir

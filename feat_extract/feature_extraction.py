@@ -28,9 +28,10 @@ from tqdm import tqdm  # noqa: E402
 import configure  # noqa: E402
 from common.errors import UserInputError, run_main  # noqa: E402
 from common.files import save_npy, write_text  # noqa: E402
+from common.preflight import check_room  # noqa: E402
 from feat_extract import corpus_index  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
-from feat_extract.fbank import log_mel_fbank  # noqa: E402
+from feat_extract.fbank import N_MELS, SAMPLE_RATE, log_mel_fbank  # noqa: E402
 from feat_extract.features import is_complete_feature  # noqa: E402
 from feat_extract.shards import parse_shard, select_shard  # noqa: E402
 
@@ -193,6 +194,19 @@ def run_jobs(jobs, dtype, workers, strict, desc) -> ExtractionSummary:
     return summary
 
 
+def feature_bytes(jobs, feat_dtype: str) -> int:
+    """Disk the features of ``jobs`` not extracted yet will take: per second of audio (its 16-bit
+    16 kHz size; a compressed file counted as if it were a wav) 100 frames x 40 filters, on 4 KB blocks."""
+    itemsize = np.dtype(feat_dtype).itemsize
+    total = 0
+    for audio_path, npy_path in jobs:
+        if not Path(npy_path).exists():
+            with contextlib.suppress(OSError):
+                frames = os.stat(audio_path).st_size / 2 / SAMPLE_RATE * 100
+                total += (int(frames * N_MELS * itemsize) + 128) // 4096 * 4096 + 4096
+    return total
+
+
 def write_report(feat_root, summary: ExtractionSummary, shard: tuple = None) -> Path:
     lines = [f"# feature extraction: {summary.extracted} extracted, {summary.skipped} already done, "
              f"{len(summary.failed)} bad, {len(summary.converted)} converted",
@@ -219,6 +233,7 @@ def extract_jobs(jobs, feat_root, workers=None, feat_dtype="float32", strict=Fal
     jobs = select_shard(jobs, lambda job: relative[job[1]], shard)
     complete = corpus_index.indexed_complete_files(feat_root)
     todo = [job for job in jobs if relative[job[1]] not in complete]
+    check_room(feat_root, feature_bytes(todo, feat_dtype), f"the features of {len(todo)} files")
     summary = run_jobs(todo, feat_dtype, workers, strict, desc + (" shard {}/{}".format(*shard) if shard else ""))
     summary.skipped += len(jobs) - len(todo)
     summary.reports.append(write_report(feat_root, summary, shard))

@@ -27,8 +27,8 @@ from model.resnet import BLOCKS_PER_STAGE
 
 def torch_save(path, obj) -> None:
     """``torch.save`` atomically (temporary file + rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)  # through a Python file: a full disk raises OSError(ENOSPC), not a C++ error
 
 
 def torch_load(path, map_location="cpu"):

@@ -1,0 +1,34 @@
+"""Before the work: the output folder can be written and has room for what will go into it.
+
+A full disk found after an epoch of training (or an hour of extraction) wastes that hour; these
+checks run first and stop with one ``error:`` line (exit code 2) naming the folder.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from common.disk import free_bytes, human_bytes
+from common.errors import UserInputError
+from common.files import reported_write_errors
+
+
+def check_writable(folder) -> Path:
+    """``folder`` exists (created if needed) and takes a new file (a probe, removed again)."""
+    folder = Path(folder)
+    with reported_write_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    return folder
+
+
+def check_room(folder, needed_bytes: int, what: str) -> Path:
+    """``folder`` is writable and has about ``needed_bytes`` free for ``what``; else UserInputError."""
+    check_writable(folder)
+    free = free_bytes(folder)
+    if free < needed_bytes:
+        raise UserInputError(f"{folder}: only {human_bytes(free)} free but {what} need about "
+                             f"{human_bytes(needed_bytes)}; free some space or choose another folder "
+                             "(nothing was written)")
+    return Path(folder)

@@ -11,7 +11,8 @@ rest of the network (BatchNorm, ReLU, projection) runs on the pooled vector. The
 one-pass embedding up to float summation order (tested to 1e-4; typically ~1e-6), and peak memory is
 that of one chunk of ``chunk_frames + 2 * margin`` frames, whatever the recording's length.
 
-This holds because the per-utterance mean (normalize_frames) is taken over the whole recording first
+This holds because the per-utterance mean (normalize_frames, ``model_input``) is taken over the whole
+recording first
 and nothing in the trunk looks at the whole recording before the pooling (no attention, no
 statistics pooling of variances; a mean is additive). It would not hold for std pooling without
 keeping second moments, nor for a train-mode BatchNorm.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.errors import UserInputError
+from feat_extract.features import model_input
 from model.resnet import ResNet, conv_lengths
 
 
@@ -77,14 +78,14 @@ def chunk_plan(trunk: ResNet, n_frames: int, chunk_frames: int) -> list:
 def embed_long(model, features: np.ndarray, device, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> np.ndarray:
     """(256,) embedding of one (frames, 40) recording, equal to ``model`` on the whole of it, computed
     in chunks of ``chunk_frames`` frames (plus the receptive-field margin on each side)."""
-    trunk = getattr(model, "pretrained", None)
-    if not isinstance(trunk, ResNet):
-        raise UserInputError("chunked embedding needs the paper's ResNet trunk")
     model.eval()
-    normalised = features - features.mean(axis=0, keepdims=True)
+    whole = model_input(features[None])          # (1, 1, 40, frames), the recording's mean removed
+    trunk = getattr(model, "pretrained", None)
+    if not isinstance(trunk, ResNet):            # another backbone: its receptive field is not known here
+        return model(whole.to(device))[0].float().cpu().numpy()
     channels_sum, n_outputs = None, 0
     for start, end, first, core in chunk_plan(trunk, len(features), chunk_frames):
-        x = torch.from_numpy(np.ascontiguousarray(normalised[start:end].T))[None, None].to(device)
+        x = whole[..., start:end].contiguous().to(device)
         maps = trunk.feature_maps(x)[..., first:first + core]      # (1, channels, freq, core)
         part = maps.sum(dim=(2, 3), dtype=torch.float64)
         channels_sum = part if channels_sum is None else channels_sum + part

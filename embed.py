@@ -28,6 +28,7 @@ from tqdm import tqdm
 import configure
 from common.errors import UserInputError, run_main
 from common.files import save_npy, write_text
+from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
 from evaluation.embedding_files import (INDEX_NAME, OUT_FORMATS, existing_outputs, key_of, read_index,
                                         write_collection)
 
@@ -90,7 +91,7 @@ def check_unique(jobs) -> list:
     return [(source, key) for key, source in source_of.items()]
 
 
-def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: int = 6000):
+def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
     """Embed every job whose ``.npy`` is not there yet; returns (index rows, failures).
 
     Each embedding is saved (atomically) as soon as it is computed, so an interrupted run resumes
@@ -132,7 +133,7 @@ def parse_args(argv=None):
     parser.add_argument("--out_format", choices=OUT_FORMATS, default="npy",
                         help="also write one matrix + keys.txt (matrix) or Kaldi ark/scp (ark)")
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
-    parser.add_argument("--chunk_seconds", type=float, default=60.0,
+    parser.add_argument("--chunk_seconds", type=float, default=150.0,
                         help="longer recordings are embedded in exact overlapping chunks of this length")
     configure.add_checkpoint_arguments(parser)
     configure.add_common_arguments(parser)

@@ -37,7 +37,7 @@ def parse_args(argv=None):
                         help="embeddings to look entries up in (embed.py folder, matrix .npy, Kaldi .scp/.ark)")
     configure.add_checkpoint_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
-    parser.add_argument("--chunk_seconds", type=float, default=60.0, help="longer recordings go in exact chunks")
+    parser.add_argument("--chunk_seconds", type=float, default=150.0, help="longer recordings go in exact chunks")
     parser.add_argument("--out_dir", default="score_out", help="where scores.txt, report.json, det.png go")
     parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
     parser.add_argument("--cohort", default=None, help="AS-norm cohort: audio folder or embeddings")

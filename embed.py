@@ -2,6 +2,13 @@
 
     python embed.py --n_folder 0 --cp_num 100 --out embeddings my_recordings/
     python embed.py --checkpoint model.pth --out embeddings a.wav b.flac --list more_files.txt
+    python embed.py --checkpoint model.pth --out embeddings --out_format ark --batch_size 32 my_recordings/
+
+Many recordings share a forward (``--batch_size``, exact padding + masking); a recording longer
+than ``--chunk_seconds`` is embedded in exact overlapping chunks (equal to the one-pass embedding),
+so memory does not grow with its length. A rerun skips recordings whose ``.npy`` exists (resume).
+``--out_format matrix`` adds ``embeddings.npy`` + ``keys.txt``, ``ark`` adds Kaldi
+``embeddings.ark`` + ``embeddings.scp`` (keys: relative paths without suffix).
 
 Folders are searched recursively for .wav .flac .ogg (and .m4a .mp3 ... when ffmpeg is installed).
 Outputs mirror the inputs: ``my_recordings/spk1/a.wav`` -> ``embeddings/spk1/a.npy`` (relative to
@@ -15,16 +22,19 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 from tqdm import tqdm
 
 import configure
 from common.errors import UserInputError, run_main
 from common.files import save_npy, write_text
-from feat_extract.fbank import SAMPLE_RATE, log_mel_fbank
 from common.preflight import check_room
+from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
+from feat_extract.fbank import SAMPLE_RATE
+from evaluation.embedding_files import (INDEX_NAME, OUT_FORMATS, existing_outputs, key_of, read_index,
+                                        write_collection)
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
-INDEX_NAME = "index.tsv"
 EMBEDDING_BYTES = 4096  # 256 float32 + .npy header, on a 4 KB file-system block
 
 
@@ -84,25 +94,34 @@ def check_unique(jobs) -> list:
     return [(source, key) for key, source in source_of.items()]
 
 
-def embed_all(encoder, jobs, out_dir: Path):
-    """Embed every job; returns (index rows, failures). Bad files are skipped and reported."""
-    from speaker_api import load_samples, short_recording_message
-    rows, failures = [], []
-    for source, key in tqdm(jobs, desc="embedding", unit="file", file=sys.stderr):
-        try:
-            samples, notes, _ = load_samples(source)
-            embedding = encoder.embed_features(log_mel_fbank(samples))
-        except UserInputError as error:
-            failures.append(f"{source} ({error})")
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
+def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
+    """Embed every job whose ``.npy`` is not there yet; returns (index rows, failures).
+
+    Each embedding is saved (atomically) as soon as it is computed, so an interrupted run resumes
+    where it stopped. Bad files are skipped and reported."""
+    from evaluation.recordings import embed_recordings
+    from speaker_api import short_recording_message
+    relatives = [str(key.with_suffix(".npy")) for _, key in jobs]
+    done, previous = existing_outputs(out_dir, relatives), read_index(out_dir)
+    todo = [i for i, rel in enumerate(relatives) if rel not in done]
+    if done:
+        print(f"resuming: {len(done)} of {len(jobs)} embeddings already in {out_dir}", file=sys.stderr)
+    durations, failures = {}, []
+    results = embed_recordings(encoder.model, [jobs[i][0] for i in todo], encoder.device, batch_size, chunk_frames)
+    for item in tqdm(results, total=len(todo), desc="embedding", unit="file", file=sys.stderr):
+        source, key = jobs[todo[item.index]]
+        if item.error:
+            failures.append(f"{source} ({item.error})")
+            tqdm.write(f"skipped: {item.error}", file=sys.stderr)
             continue
-        for note in notes:
+        for note in item.notes:
             tqdm.write(f"note: {source}: {note}", file=sys.stderr)
-        if short := short_recording_message(source, samples.size):
+        if short := short_recording_message(source, round(item.duration_s * SAMPLE_RATE)):
             tqdm.write(f"warning: {short}", file=sys.stderr)
-        relative = key.with_suffix(".npy")
-        save_npy(out_dir / relative, embedding)
-        rows.append((str(relative), str(source), samples.size / SAMPLE_RATE))
+        save_npy(out_dir / relatives[todo[item.index]], item.embedding)
+        durations[relatives[todo[item.index]]] = item.duration_s
+    rows = [(rel, str(source), durations.get(rel, previous.get(rel, ("", float("nan")))[1]))
+            for (source, _), rel in zip(jobs, relatives) if rel in durations or rel in done]
     return rows, failures
 
 
@@ -117,12 +136,19 @@ def parse_args(argv=None):
     parser.add_argument("inputs", nargs="*", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--list", dest="list_file", default=None, help="text file with one audio path per line")
     parser.add_argument("--out", required=True, help="output folder for .npy embeddings and index.tsv")
+    parser.add_argument("--out_format", choices=OUT_FORMATS, default="npy",
+                        help="also write one matrix + keys.txt (matrix) or Kaldi ark/scp (ark)")
+    parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
+    parser.add_argument("--chunk_seconds", type=float, default=150.0,
+                        help="longer recordings are embedded in exact overlapping chunks of this length")
     configure.add_checkpoint_arguments(parser)
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
     configure.check_checkpoint_arguments(parser, args)
     if not args.inputs and not args.list_file:
         parser.error("give audio files/folders, or --list FILE")
+    if args.batch_size < 1 or not args.chunk_seconds >= 1:
+        parser.error("--batch_size must be >= 1 and --chunk_seconds >= 1")
     return configure.apply_common_arguments(args)
 
 
@@ -133,9 +159,11 @@ def main(argv=None):
     encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device,
                                              model_dir=args.model_dir)
     out_dir = check_room(args.out, EMBEDDING_BYTES * (len(jobs) + 1), f"{len(jobs)} embeddings")
-    rows, failures = embed_all(encoder, jobs, out_dir)
+    rows, failures = embed_all(encoder, jobs, out_dir, args.batch_size, int(args.chunk_seconds * 100))
     index = write_index(out_dir, rows)
-    print(f"wrote {len(rows)} embeddings and {index}", file=sys.stderr)
+    written = write_collection(out_dir, [key_of(rel) for rel, _, _ in rows],
+                               [np.load(out_dir / rel) for rel, _, _ in rows], args.out_format)
+    print(f"wrote {len(rows)} embeddings and {', '.join(map(str, [index, *written]))}", file=sys.stderr)
     if failures:
         shown = "; ".join(failures[:10]) + (f"; ... {len(failures) - 10} more" if len(failures) > 10 else "")
         raise UserInputError(f"{len(failures)} of {len(jobs)} files could not be embedded: {shown}")

@@ -5,6 +5,10 @@
     a = encoder.embed("enroll.wav")                  # (256,) float32 speaker embedding
     b = encoder.embed(samples, sample_rate=44100)    # numpy array: float in [-1, 1] or int16
     encoder.score(a, b)                              # cosine similarity; paths/arrays work too
+    speaker = encoder.enroll(["a1.wav", "a2.wav"])   # several recordings -> one speaker model
+    encoder.verify(speaker, "probe.wav", p_target=0.01)   # LLR + Bayes decision (needs a calibration)
+    gallery = encoder.enroll_gallery({"alice": ["a1.wav"], "bob": ["b1.wav", "b2.wav"]})
+    encoder.identify("probe.wav", gallery, top_k=5)  # [(speaker, cosine), ...] best first
 
 Audio is converted to what the model was trained on (16 kHz mono) and every conversion is reported
 as a ``ConversionNote`` warning (``note_handler`` redirects them, e.g. to stderr). Features are the
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from dataclasses import dataclass
 
 from common.errors import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
@@ -107,6 +113,27 @@ def cosine(a, b) -> float:
     return float(a @ b / norms)
 
 
+@dataclass
+class Verification:
+    score: float                 # cosine similarity
+    llr: float                   # calibrated log-likelihood ratio (natural log)
+    p_target: float
+    llr_threshold: float         # Bayes threshold log((1 - p_target) / p_target)
+    accepted: bool               # llr >= llr_threshold
+    calibration_file: str        # which calibration gave the LLR
+
+
+def enrolment_embedding(embeddings) -> np.ndarray:
+    """A speaker model from several embeddings: the mean of their unit-length versions (each
+    recording counts the same whatever its embedding's norm), itself scaled to unit length."""
+    stacked = np.atleast_2d(np.asarray(embeddings, np.float64))
+    norms = np.linalg.norm(stacked, axis=1, keepdims=True)
+    if stacked.size == 0 or (norms == 0).any():
+        raise UserInputError("enrolment needs at least one recording with a non-zero embedding")
+    mean = (stacked / norms).mean(axis=0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
 class SpeakerEncoder:
     """A trained ``background_resnet`` in eval mode, with audio -> features -> 256-d embedding."""
 
@@ -177,6 +204,53 @@ class SpeakerEncoder:
     def score(self, a, b) -> float:
         """Cosine similarity of two embeddings (or of two recordings given as paths/tuples)."""
         return cosine(self.as_embedding(a), self.as_embedding(b))
+
+    def enroll(self, recordings) -> np.ndarray:
+        """One (256,) unit-length speaker model from several recordings (paths, (samples, rate)
+        tuples or embeddings): the mean of their unit-length embeddings, see ``enrolment_embedding``."""
+        if isinstance(recordings, (str, Path)) or not len(recordings):
+            raise UserInputError("enroll() takes a non-empty list of recordings")
+        return enrolment_embedding([self.as_embedding(item) for item in recordings])
+
+    def enroll_gallery(self, speakers: dict) -> dict:
+        """{speaker: [recordings]} -> {speaker: speaker model} (see ``enroll``)."""
+        return {name: self.enroll(recordings) for name, recordings in speakers.items()}
+
+    def identify(self, probe, gallery: dict, top_k: int = 5) -> list:
+        """The ``top_k`` enrolled speakers closest to ``probe``: [(speaker, cosine)], best first."""
+        if not gallery:
+            raise UserInputError("identify() needs a non-empty gallery of enrolled speakers")
+        probe = self.as_embedding(probe)
+        ranked = sorted(((cosine(model, probe), name) for name, model in gallery.items()), reverse=True)
+        return [(name, score) for score, name in ranked[:max(1, top_k)]]
+
+    def calibration(self, path=None):
+        """(Calibration, its file): ``path``, else ``<checkpoint>.calibration.json`` when it exists."""
+        from evaluation.calibration import Calibration, calibration_beside
+        if path is None and self.checkpoint_path is not None:
+            path = calibration_beside(self.checkpoint_path)
+            if not path.is_file():
+                raise UserInputError(f"no calibration for {self.checkpoint_path} (looked for {path}); fit one "
+                                     f"with score.py --calibrate_out on a labelled trial list")
+        if path is None:
+            raise UserInputError("give a calibration file (score.py --calibrate_out writes one)")
+        calibration = Calibration.load(path)
+        if calibration.score_norm != "none":
+            raise UserInputError(f"{path} calibrates {calibration.score_norm} scores; verification scores "
+                                 f"raw cosines, so it needs a calibration fitted without --score_norm")
+        return calibration, Path(path)
+
+    def verify(self, enroll, test, p_target: float = 0.5, calibration=None) -> Verification:
+        """Calibrated decision: LLR of the cosine score, accepted at the Bayes threshold of ``p_target``.
+        ``enroll``: a recording, an embedding, or a list of recordings (see ``enroll``)."""
+        if not 0 < p_target < 1:
+            raise UserInputError(f"p_target must lie strictly between 0 and 1, got {p_target}")
+        model, path = self.calibration(calibration)
+        speaker = self.enroll(enroll) if isinstance(enroll, list) else self.as_embedding(enroll)
+        score = cosine(speaker, self.as_embedding(test))
+        llr = float(model.llr(score))
+        threshold = float(np.log((1 - p_target) / p_target))
+        return Verification(score, llr, p_target, threshold, llr >= threshold, str(path))
 
     @property
     def embedding_size(self) -> int:

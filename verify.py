@@ -4,10 +4,21 @@
     python verify.py --checkpoint saved_model/baseline_000/checkpoint_100.pth enroll.wav test.flac
     python verify.py --checkpoint my_model.pth --threshold 0.55 enroll.wav test.wav
 
-Prints the cosine score, the threshold and where it came from, and ACCEPT or REJECT. The default
-threshold is the EER threshold EER_full.py saved for the checkpoint (``eer_full_cpXXX.json`` beside
-``checkpoint_XXX.pth``; with ``--checkpoint PATH --cp_num XXX`` the XXX given, as EER_full.py names
-it; ``--threshold_file`` names the file directly); ``--threshold`` overrides it.
+    python verify.py --checkpoint my_model.pth a1.wav a2.wav a3.wav test.wav     # enrol 3 recordings
+    python verify.py --checkpoint my_model.pth --calibration cal.json --p_target 0.01 enroll.wav test.wav
+    python verify.py --checkpoint my_model.pth --gallery enrolled/ --top_k 5 probe.wav
+
+The last recording is the test; all before it are the enrolment (several: the mean of their
+unit-length embeddings). Prints the cosine score and ACCEPT or REJECT, and says what decided:
+1. ``--threshold T`` on the score, if given;
+2. a calibration (``--calibration FILE``, or ``<checkpoint>.calibration.json`` beside the checkpoint,
+   written by ``score.py --calibrate_out``): the LLR is printed and compared with the Bayes threshold
+   log((1 - p) / p) of ``--p_target p`` (default 0.5);
+3. otherwise the EER threshold EER_full.py saved for the checkpoint (``eer_full_cpXXX.json`` beside
+   ``checkpoint_XXX.pth``; with ``--checkpoint PATH --cp_num XXX`` the XXX given; ``--threshold_file``
+   names the file directly).
+``--gallery DIR`` (one sub-folder of recordings per enrolled speaker) ranks the speakers for one
+probe recording instead (top ``--top_k``, with LLRs when a calibration is found).
 """
 import argparse
 import json
@@ -58,18 +69,80 @@ def resolve_threshold(override, checkpoint_path, cp_num=None, threshold_file=Non
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("enroll", help="enrolment recording (wav, flac, ogg; m4a/mp3 with ffmpeg)")
-    parser.add_argument("test", help="test recording")
+    parser.add_argument("recordings", nargs="+",
+                        help="enrolment recording(s) then the test recording (wav, flac, ogg; m4a/mp3 with "
+                             "ffmpeg); with --gallery, the one probe recording")
     configure.add_checkpoint_arguments(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="accept when score >= threshold (default: EER_full.py's EER threshold)")
     parser.add_argument("--threshold_file", type=str, default=None,
                         help="an eer_full_cpXXX.json to take the threshold from (e.g. EER_full.py "
                              "--out_dir results); default: the one beside the checkpoint")
+    parser.add_argument("--calibration", default=None,
+                        help="score -> LLR calibration (score.py --calibrate_out); default: "
+                             "<checkpoint>.calibration.json when it exists")
+    parser.add_argument("--p_target", type=float, default=0.5,
+                        help="prior probability of 'same speaker' for the calibrated Bayes decision")
+    parser.add_argument("--gallery", default=None, help="folder with one sub-folder of recordings per speaker")
+    parser.add_argument("--top_k", type=int, default=5, help="speakers listed with --gallery")
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
     configure.check_checkpoint_arguments(parser, args)
+    if args.gallery is None and len(args.recordings) < 2:
+        parser.error("give at least one enrolment recording and the test recording")
+    if args.gallery is not None and len(args.recordings) != 1:
+        parser.error("with --gallery, give exactly one probe recording")
+    if not 0 < args.p_target < 1 or args.top_k < 1:
+        parser.error("--p_target must lie strictly between 0 and 1, --top_k must be >= 1")
     return configure.apply_common_arguments(args)
+
+
+def calibration_in_use(args, checkpoint_path):
+    """The calibration file to use, or None (explicit --calibration, else one beside the checkpoint)."""
+    from evaluation.calibration import calibration_beside
+    if args.threshold is not None:
+        return None
+    if args.calibration is not None:
+        if not Path(args.calibration).is_file():
+            raise UserInputError(f"--calibration {args.calibration}: no such file")
+        return Path(args.calibration)
+    beside = calibration_beside(checkpoint_path)
+    return beside if beside.is_file() else None
+
+
+def gallery_recordings(folder) -> dict:
+    """{speaker sub-folder name: [its audio files]}; a clear error for an empty or missing gallery."""
+    from embed import collect_inputs
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f"--gallery {folder}: no such folder")
+    speakers = {}
+    for source, key in collect_inputs([folder]):
+        if len(key.parts) < 2:
+            raise UserInputError(f"--gallery {folder}: {source} is not inside a speaker sub-folder")
+        speakers.setdefault(key.parts[0], []).append(source)
+    return speakers
+
+
+def rank_gallery(encoder, args, calibration_file):
+    gallery = encoder.enroll_gallery(gallery_recordings(args.gallery))
+    ranked = encoder.identify(args.recordings[0], gallery, args.top_k)
+    calibration = encoder.calibration(calibration_file)[0] if calibration_file else None
+    print(f"top {len(ranked)} of {len(gallery)} enrolled speakers for {args.recordings[0]}"
+          + (f" (LLRs from {calibration_file})" if calibration else "") + ":")
+    for rank, (name, score) in enumerate(ranked, start=1):
+        llr = f"  llr {float(calibration.llr(score)):+.3f}" if calibration else ""
+        print(f"{rank}. {name}  score {score:.6f}{llr}")
+    return ranked
+
+
+def calibrated_decision(encoder, args, calibration_file):
+    result = encoder.verify(args.recordings[:-1], args.recordings[-1], args.p_target, calibration_file)
+    print(f"score: {result.score:.6f}")
+    print(f"llr: {result.llr:.6f} (calibration {result.calibration_file})")
+    print(f"threshold: llr {result.llr_threshold:.6f} (Bayes decision at p_target {args.p_target:g})")
+    print(f"decision: {'ACCEPT (same speaker)' if result.accepted else 'REJECT (different speakers)'}")
+    return result.score, result.llr_threshold, result.accepted
 
 
 def main(argv=None):
@@ -77,11 +150,17 @@ def main(argv=None):
     from model.checkpoint import resolve_checkpoint
     from speaker_api import SpeakerEncoder
     checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
+    calibration_file = calibration_in_use(args, checkpoint_path)
+    if calibration_file is None and args.gallery is None:
+        threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
     encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
                                              note_handler=lambda note: print(f"note: {note}", file=sys.stderr),
                                              warning_handler=lambda text: print(f"warning: {text}", file=sys.stderr))
-    score = encoder.score(encoder.embed(args.enroll), encoder.embed(args.test))
+    if args.gallery is not None:
+        return rank_gallery(encoder, args, calibration_file)
+    if calibration_file is not None:
+        return calibrated_decision(encoder, args, calibration_file)
+    score = encoder.score(encoder.enroll(args.recordings[:-1]), encoder.embed(args.recordings[-1]))
     accepted = score >= threshold
     print(f"score: {score:.6f}")
     print(f"threshold: {threshold:.6f} ({source})")

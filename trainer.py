@@ -33,7 +33,7 @@ from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, c
                          destroy_process_group, gather_shot_major, init_process_group)
 from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, resolve_checkpoint, save_checkpoint,
                               trained_epochs)
-from model.loss import LOSSES, EpisodeObjective, build_objective
+from model.loss import CLASSIFICATION_LOSSES, LOSSES, EpisodeObjective
 from model.registry import build_model
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
@@ -43,18 +43,19 @@ OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_cu
                    ".config.json.*.tmp")
 CONFIG_KEYS = ("model", "loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
-               "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr")
+               "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
+               "gc_loss", "margin", "scale")
 
 
 # ---------------------------------------------------------------- configuration
 def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
     """The run's settings as a plain JSON-able dict, defaults filled in; bad values -> UserInputError."""
     config = {key: getattr(args, key, None) for key in CONFIG_KEYS}
-    softmax = config["loss_type"] == "softmax"
+    softmax = config["loss_type"] in CLASSIFICATION_LOSSES
     if config["nb_class_train"] is None:
         config["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if softmax else PROTOTYPICAL_WAYS
         if softmax and ctx.is_main:
-            print(f"note: --loss_type softmax: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the paper's "
+            print(f"note: --loss_type {config['loss_type']}: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the paper's "
                   f"softmax setting; the original's --nb_class_train default is {PROTOTYPICAL_WAYS})",
                   file=sys.stderr)
     if config["workers"] is None:
@@ -76,6 +77,10 @@ def check_config(config: dict) -> None:
                                  f"got {config[key]}")
     if config["n_episode"] is not None and config["n_episode"] < 1:
         raise UserInputError(f"--n_episode must be at least 1, got {config['n_episode']}")
+    if config["margin"] is not None and not 0 <= config["margin"] < math.pi / 2:
+        raise UserInputError(f"--margin must be in [0, pi/2), got {config['margin']}")
+    if config["scale"] is not None and not config["scale"] > 0:
+        raise UserInputError(f"--scale must be positive, got {config['scale']}")
     if not config["lr"] > 0:
         raise UserInputError(f"--lr must be positive, got {config['lr']}")
     if config["nb_class_train"] < config["world_size"]:
@@ -136,7 +141,7 @@ def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: Dis
                           channels=config["channels"])
     if config["sync_bn"] and ctx.enabled:
         encoder = convert_sync_batchnorm(encoder, device)
-    encoder.weight.requires_grad_(build_objective(config["loss_type"], config["use_GC"]).needs_class_weights)
+    encoder.weight.requires_grad_(LOSSES[config["loss_type"]](use_gc=config["use_GC"]).needs_class_weights)
     encoder = encoder.to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -144,7 +149,9 @@ def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: Dis
 
 
 def build_step(encoder, config: dict, ctx: DistContext, device: torch.device) -> nn.Module:
-    objective = EpisodeObjective(config["loss_type"], config["use_GC"])
+    margins = {key: config[key] for key in ("margin", "scale") if config.get(key) is not None}
+    objective = EpisodeObjective(config["loss_type"], config["use_GC"], config.get("gc_loss") or "softmax",
+                                 **margins)
     step = EpisodeStep(encoder, objective, episode_config(config), ctx)
     if ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -464,7 +471,7 @@ def train(args) -> Path:
 def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
     objective = config["loss_type"]
     if objective == "prototypical" and config["use_GC"]:
-        objective += " + GC"
+        objective += " + GC" + (f" ({config['gc_loss']})" if config.get("gc_loss", "softmax") != "softmax" else "")
     if start_epoch > config["max_epoch"]:
         return f"nothing to train: the checkpoint is at epoch {start_epoch - 1} and --max_epoch is {config['max_epoch']}"
     return (f"training {objective} on {len(corpus)} utterances of {corpus.n_speakers} speakers, "

@@ -7,7 +7,7 @@ its 40 triangular mel filters on FFT bins ``floor(513 * mel2hz(points) / rate)``
 ``20 * log10(max(energy, 1e-5))`` and (by default) the per-filter mean over time subtracted.
 
 The default ``dtype=torch.float64`` is exact to float rounding (max abs difference ~1e-5 dB on speech); float32 is faster
-on GPUs but low-energy filters then carry the FFT's rounding noise (see ``docs/training.md``).
+on GPUs but low-energy filters then carry the FFT's rounding noise (0.01-0.1 dB; ``docs/bench.md``).
 python_speech_features stays the reference (tests compare against it).
 
     fbank = TorchFbank().to(device)

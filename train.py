@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
+    parser.add_argument("--val_trials", type=str, default=None,
+                        help="validate on this trial list (label enroll test) while training; best.pth kept")
+    parser.add_argument("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_features", nargs="+", default=None,
+                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
     configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")

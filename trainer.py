@@ -33,6 +33,7 @@ from distributed import (DistContext, ShardedEpisodeDataset, context_from_env, c
                          destroy_process_group, gather_shot_major, init_process_group)
 from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, resolve_checkpoint, save_checkpoint,
                               trained_epochs)
+from evaluation.validation import BEST_NAME, VAL_LOG_FIELDS, best_so_far, is_new_best, validation_from_config
 from model.loss import CLASSIFICATION_LOSSES, LOSSES, EpisodeObjective
 from model.registry import build_model
 
@@ -40,11 +41,11 @@ PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
 TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
 OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
-                   ".config.json.*.tmp")
+                   ".config.json.*.tmp", f".{BEST_NAME}.*.tmp")
 CONFIG_KEYS = ("model", "loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
                "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
-               "gc_loss", "margin", "scale")
+               "gc_loss", "margin", "scale", "val_trials", "val_interval", "val_features")
 
 
 # ---------------------------------------------------------------- configuration
@@ -255,11 +256,11 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict) -> None:
+def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict, **extra) -> None:
     state_dict = {key: value.detach().cpu() for key, value in encoder.state_dict().items()}
     save_checkpoint(path, epoch=epoch, state_dict=state_dict, **model_fields(encoder), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), config=config, rng=capture_rng_state(),
-                    sampler={"seed": config["seed"], "epoch": epoch + 1})
+                    sampler={"seed": config["seed"], "epoch": epoch + 1}, **extra)
 
 
 def check_compatible(state_dict: dict, path, num_classes: int, channels: int, backbone: str) -> None:
@@ -316,7 +317,9 @@ def read_train_log(path, before_epoch: int) -> list:
 
 def write_train_log(path, rows: list) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TRAIN_LOG_FIELDS, extrasaction="ignore", lineterminator="\n")
+    validated = tuple(key for key in VAL_LOG_FIELDS if any(key in row for row in rows))  # only with --val_trials
+    writer = csv.DictWriter(buffer, fieldnames=TRAIN_LOG_FIELDS + validated, extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
@@ -332,11 +335,14 @@ def plot_training_curves(rows: list, path) -> None:
     def column(name):
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in rows]
     epochs = column("epoch")
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7))
     panels = [("loss", ("loss", "loss_e", "loss_g"), ("total", "episodic", "global"), "linear"),
               ("accuracy (%)", ("acc_e", "acc_g"), ("episodic", "global"), "linear"),
               ("learning rate", ("lr",), ("lr",), "log"),
               ("throughput (samples/s)", ("samples_per_s",), ("samples/s",), "linear")]
+    if any(row.get("val_eer") for row in rows):  # --val_trials: two more panels
+        panels[2:2] = [("validation EER (%)", ("val_eer",), ("EER",), "linear"),
+                       ("validation minDCF (0.01)", ("val_mindcf",), ("minDCF",), "linear")]
+    figure, axes = plt.subplots(2, len(panels) // 2, figsize=(5 * len(panels) // 2, 7))
     for axis, (title, names, labels, scale) in zip(axes.flat, panels):
         for name, label in zip(names, labels):
             values = column(name)
@@ -368,8 +374,9 @@ def epoch_log_line(row: dict) -> str:
                         if row[key])
     accs = " / ".join(f"{name} {row[key]}%" for name, key in (("episodic", "acc_e"), ("global", "acc_g"))
                       if row[key])
+    validated = f", val EER {row['val_eer']}%, minDCF {row['val_mindcf']}" if row.get("val_eer") else ""
     return (f"Epoch {row['epoch']}: loss {row['loss']} ({losses}), acc {accs}, lr {row['lr']}, "
-            f"{row['seconds']} s, {row['samples_per_s']} samples/s")
+            f"{row['seconds']} s, {row['samples_per_s']} samples/s{validated}")
 
 
 # ---------------------------------------------------------------- the epoch loop
@@ -440,7 +447,8 @@ def prepare(args):
         checkpoint = load_checkpoint(path)
         check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
                          config["backbone"])
-    return ctx, config, corpus, n_episodes, checkpoint, path
+    validation = validation_from_config(config) if ctx.is_main else None
+    return ctx, config, corpus, n_episodes, checkpoint, path, validation
 
 
 def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
@@ -456,14 +464,14 @@ def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
 
 def train(args) -> Path:
     """Train as the flags say; returns the folder holding checkpoints and logs."""
-    ctx, config, corpus, n_episodes, checkpoint, path = prepare(args)
+    ctx, config, corpus, n_episodes, checkpoint, path, validation = prepare(args)
     device = training_device(config, ctx)
     if config["amp"] and device.type != "cuda":
         print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
         config["amp"] = False
     init_process_group(ctx, device)
     try:
-        return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
+        return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation)
     finally:
         destroy_process_group()
 
@@ -479,7 +487,7 @@ def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
             f"{ctx.world_size} process(es) on {device}")
 
 
-def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> Path:
+def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation=None) -> Path:
     encoder = build_encoder(config, corpus.n_speakers, device, ctx)
     optimizer = build_optimizer(encoder, config["lr"])
     scheduler = build_scheduler(optimizer)
@@ -487,6 +495,7 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
     step = build_step(encoder, config, ctx, device)
     loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
     outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
+    best = best_so_far(outputs.folder, start_epoch) if validation else None
     if ctx.is_main:
         print(describe_run(config, corpus, n_episodes, start_epoch, ctx, device), flush=True)
     samples = config["nb_class_train"] * (config["n_shot"] + config["n_query"]) * n_episodes
@@ -498,7 +507,21 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
         scheduler.step(means["loss"])
         if ctx.is_main:
             row = epoch_row(epoch, means, lr, time.perf_counter() - started, samples)
+            if validation and validation.due(epoch, config["max_epoch"]):
+                best = validate(validation, row, best, epoch, encoder, optimizer, scheduler, config, device)
             save_training_checkpoint(outputs.checkpoint(epoch), epoch, encoder, optimizer, scheduler, config)
             outputs.add_epoch(row)
             print(epoch_log_line(row), flush=True)
     return run_folder(config)
+
+
+def validate(validation, row: dict, best, epoch: int, encoder, optimizer, scheduler, config, device):
+    """Add val_eer/val_mindcf to ``row``; a new best is saved as best.pth before the epoch's checkpoint
+    (killed in between, the epoch is trained and validated again on resume). Returns the best so far."""
+    row.update(validation(encoder, device))
+    if not is_new_best(row, best):
+        return best
+    record = {"epoch": epoch, "val_eer": float(row["val_eer"]), "val_mindcf": float(row["val_mindcf"])}
+    save_training_checkpoint(run_folder(config) / BEST_NAME, epoch, encoder, optimizer, scheduler, config,
+                             validation=record)
+    return record["val_eer"], epoch

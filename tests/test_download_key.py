@@ -4,9 +4,9 @@ import os
 import pytest
 
 import dataprep
-from data_loading import download
-from data_loading.download import Credentials, part_url, shown
-from data_loading.files import UserInputError
+from prep import download
+from prep.download import Credentials, part_url, shown
+from common.errors import UserInputError
 from tests.test_dataprep import server, write_lists  # noqa: F401  (the local HTTP server fixture)
 
 

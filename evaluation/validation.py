@@ -62,7 +62,8 @@ def validation_from_config(config: dict):
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
         raise UserInputError(f"--val_features: no such folder: {', '.join(missing)}")
-    return Validation(config["val_trials"], roots, config.get("val_interval") or 1)
+    interval = config.get("val_interval")
+    return Validation(config["val_trials"], roots, 1 if interval is None else interval)
 
 
 def best_so_far(folder, before_epoch: int):

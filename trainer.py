@@ -35,7 +35,7 @@ from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, reso
                               trained_epochs)
 from evaluation.validation import BEST_NAME, VAL_LOG_FIELDS, best_so_far, is_new_best, validation_from_config
 from model.loss import CLASSIFICATION_LOSSES, LOSSES, EpisodeObjective
-from model.registry import build_model
+from model.registry import DEFAULT_MODEL, build_model
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
@@ -78,6 +78,9 @@ def check_config(config: dict) -> None:
                                  f"got {config[key]}")
     if config["n_episode"] is not None and config["n_episode"] < 1:
         raise UserInputError(f"--n_episode must be at least 1, got {config['n_episode']}")
+    if config["model"] == "ecapa_tdnn" and config["channels"] % 8:
+        raise UserInputError(f"--channels must be a multiple of 8 for --model ecapa_tdnn (its Res2Net "
+                             f"splits channels into 8 groups), got {config['channels']}")
     if config["margin"] is not None and not 0 <= config["margin"] < math.pi / 2:
         raise UserInputError(f"--margin must be in [0, pi/2), got {config['margin']}")
     if config["scale"] is not None and not config["scale"] > 0:
@@ -263,17 +266,22 @@ def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, co
                     sampler={"seed": config["seed"], "epoch": epoch + 1}, **extra)
 
 
-def check_compatible(state_dict: dict, path, num_classes: int, channels: int, backbone: str) -> None:
+def check_compatible(checkpoint: dict, path, num_classes: int, config: dict) -> None:
     """A clear error when a checkpoint does not fit the model this run builds."""
-    shape = encoder_shape(state_dict)
-    if shape["num_classes"] != num_classes:
-        raise UserInputError(f"{path} was trained for {shape['num_classes']} classes but the training "
+    if "model" in checkpoint:
+        shape = dict(checkpoint.get("model_args", {}), model=checkpoint["model"])
+    else:
+        shape = dict(encoder_shape(checkpoint["state_dict"]), model=DEFAULT_MODEL)
+    if shape["model"] != config["model"]:
+        raise UserInputError(f"{path} is a {shape['model']} but this run uses --model {config['model']}")
+    if shape.get("num_classes") != num_classes:
+        raise UserInputError(f"{path} was trained for {shape.get('num_classes')} classes but the training "
                              f"data has {num_classes} speakers")
-    if shape["channels"] != channels:
-        raise UserInputError(f"{path} has width {shape['channels']} (--channels) but this run uses "
-                             f"--channels {channels}")
-    if shape["backbone"] != backbone:
-        raise UserInputError(f"{path} is a {shape['backbone']} but this run uses --backbone {backbone}")
+    if shape.get("channels") != config["channels"]:
+        raise UserInputError(f"{path} has width {shape.get('channels')} (--channels) but this run uses "
+                             f"--channels {config['channels']}")
+    if "backbone" in shape and shape["backbone"] != config["backbone"]:
+        raise UserInputError(f"{path} is a {shape['backbone']} but this run uses --backbone {config['backbone']}")
 
 
 def restore_optimizer(optimizer, state: dict, path) -> None:
@@ -445,8 +453,7 @@ def prepare(args):
     if config["use_checkpoint"]:
         path = resolve_checkpoint(config["n_folder"], config["cp_num"], model_dir=config["model_dir"])
         checkpoint = load_checkpoint(path)
-        check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
-                         config["backbone"])
+        check_compatible(checkpoint, path, corpus.n_speakers, config)
     validation = validation_from_config(config) if ctx.is_main else None
     return ctx, config, corpus, n_episodes, checkpoint, path, validation
 

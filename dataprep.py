@@ -30,7 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--password", default=None,
                         help="prefer $VOXCELEB_PASSWORD or the prompt: flags show up in `ps`")
     parser.add_argument("--key", default=None, help="VoxCeleb access key (or $VOXCELEB_KEY)")
-    parser.add_argument("--base_url", default=download.DEFAULT_BASE_URL, help="download host / mirror")
+    parser.add_argument("--base_url", default=None, help="download host / mirror (default: with a key, "
+                        f"{download.KEYED_BASE_URL}, asked as BASE?file=<part>&key=<key>; else "
+                        f"{download.DEFAULT_BASE_URL}, asked as BASE/<part>)")
     parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"))
     parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"))
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: all cores)")
@@ -69,7 +71,8 @@ def run_voxceleb(args) -> None:
     archives = download.read_archives_list(args.archives_list)
     if args.download:
         credentials = download.resolve_credentials(args.user, args.password, args.key)
-        counts = download.download_all(args.base_url, parts, args.save_path, credentials)
+        base_url = args.base_url or download.default_base_url(credentials)
+        counts = download.download_all(base_url, parts, args.save_path, credentials)
         print(f"download: {counts['downloaded']} parts downloaded, {counts['skipped']} already verified")
     if args.extract:
         written = download.extract_all(args.save_path, args.save_path, parts, archives)

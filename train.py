@@ -13,7 +13,8 @@ import yaml
 
 import configure
 from common.errors import UserInputError, run_main
-from model.loss import LOSSES
+from model.loss import CLASSIFICATION_LOSSES, LOSSES
+from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
 from model.registry import DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
 
@@ -23,8 +24,13 @@ RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     str2bool = configure.str2bool
-    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical", help="training objective")
+    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
+                        help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
     parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
+    parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
+                        help="loss of the global classification (softmax as the paper)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="margin m of amsoftmax/aamsoftmax")
+    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="scale s of amsoftmax/aamsoftmax")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
     parser.add_argument("--use_variable", type=str2bool, default=True,
@@ -52,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
+    parser.add_argument("--val_trials", type=str, default=None,
+                        help="validate on this trial list (label enroll test) while training; best.pth kept")
+    parser.add_argument("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_features", nargs="+", default=None,
+                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
     configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")

@@ -35,30 +35,31 @@ from distributed import (DistContext, ShardedEpisodeDataset, check_same_corpus, 
                          process_group_note)
 from model.checkpoint import (encoder_shape, load_checkpoint, model_fields, resolve_checkpoint, save_checkpoint,
                               trained_epochs)
-from model.loss import LOSSES, EpisodeObjective, build_objective
-from model.registry import build_model
+from evaluation.validation import BEST_NAME, VAL_LOG_FIELDS, best_so_far, is_new_best, validation_from_config
+from model.loss import CLASSIFICATION_LOSSES, LOSSES, EpisodeObjective
+from model.registry import DEFAULT_MODEL, build_model
 from run_folder import check_room_for_checkpoints, claim_run_folder
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
 TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
 OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
-                   ".config.json.*.tmp")
+                   ".config.json.*.tmp", f".{BEST_NAME}.*.tmp")
 CONFIG_KEYS = ("model", "loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
                "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
-               "cudnn_benchmark")
+               "cudnn_benchmark", "gc_loss", "margin", "scale", "val_trials", "val_interval", "val_features")
 
 
 # ---------------------------------------------------------------- configuration
 def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
     """The run's settings as a plain JSON-able dict, defaults filled in; bad values -> UserInputError."""
     config = {key: getattr(args, key, None) for key in CONFIG_KEYS}
-    softmax = config["loss_type"] == "softmax"
+    softmax = config["loss_type"] in CLASSIFICATION_LOSSES
     if config["nb_class_train"] is None:
         config["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if softmax else PROTOTYPICAL_WAYS
         if softmax and ctx.is_main:
-            print(f"note: --loss_type softmax: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the paper's "
+            print(f"note: --loss_type {config['loss_type']}: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the paper's "
                   f"softmax setting; the original's --nb_class_train default is {PROTOTYPICAL_WAYS})",
                   file=sys.stderr)
     if config["workers"] is None:
@@ -82,6 +83,13 @@ def check_config(config: dict) -> None:
                                  f"got {config[key]}")
     if config["n_episode"] is not None and config["n_episode"] < 1:
         raise UserInputError(f"--n_episode must be at least 1, got {config['n_episode']}")
+    if config["model"] == "ecapa_tdnn" and config["channels"] % 8:
+        raise UserInputError(f"--channels must be a multiple of 8 for --model ecapa_tdnn (its Res2Net "
+                             f"splits channels into 8 groups), got {config['channels']}")
+    if config["margin"] is not None and not 0 <= config["margin"] < math.pi / 2:
+        raise UserInputError(f"--margin must be in [0, pi/2), got {config['margin']}")
+    if config["scale"] is not None and not config["scale"] > 0:
+        raise UserInputError(f"--scale must be positive, got {config['scale']}")
     if not config["lr"] > 0:
         raise UserInputError(f"--lr must be positive, got {config['lr']}")
     if config["nb_class_train"] < config["world_size"]:
@@ -142,7 +150,7 @@ def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: Dis
                           channels=config["channels"])
     if config["sync_bn"] and ctx.enabled:
         encoder = convert_sync_batchnorm(encoder, device)
-    encoder.weight.requires_grad_(build_objective(config["loss_type"], config["use_GC"]).needs_class_weights)
+    encoder.weight.requires_grad_(LOSSES[config["loss_type"]](use_gc=config["use_GC"]).needs_class_weights)
     encoder = encoder.to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -150,7 +158,9 @@ def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: Dis
 
 
 def build_step(encoder, config: dict, ctx: DistContext, device: torch.device) -> nn.Module:
-    objective = EpisodeObjective(config["loss_type"], config["use_GC"])
+    margins = {key: config[key] for key in ("margin", "scale") if config.get(key) is not None}
+    objective = EpisodeObjective(config["loss_type"], config["use_GC"], config.get("gc_loss") or "softmax",
+                                 **margins)
     step = EpisodeStep(encoder, objective, episode_config(config), ctx)
     if ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -254,24 +264,29 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict) -> None:
+def save_training_checkpoint(path, epoch: int, encoder, optimizer, scheduler, config: dict, **extra) -> None:
     state_dict = {key: value.detach().cpu() for key, value in encoder.state_dict().items()}
     save_checkpoint(path, epoch=epoch, state_dict=state_dict, **model_fields(encoder), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), config=config, rng=capture_rng_state(),
-                    sampler={"seed": config["seed"], "epoch": epoch + 1})
+                    sampler={"seed": config["seed"], "epoch": epoch + 1}, **extra)
 
 
-def check_compatible(state_dict: dict, path, num_classes: int, channels: int, backbone: str) -> None:
+def check_compatible(checkpoint: dict, path, num_classes: int, config: dict) -> None:
     """A clear error when a checkpoint does not fit the model this run builds."""
-    shape = encoder_shape(state_dict)
-    if shape["num_classes"] != num_classes:
-        raise UserInputError(f"{path} was trained for {shape['num_classes']} classes but the training "
+    if "model" in checkpoint:
+        shape = dict(checkpoint.get("model_args", {}), model=checkpoint["model"])
+    else:
+        shape = dict(encoder_shape(checkpoint["state_dict"]), model=DEFAULT_MODEL)
+    if shape["model"] != config["model"]:
+        raise UserInputError(f"{path} is a {shape['model']} but this run uses --model {config['model']}")
+    if shape.get("num_classes") != num_classes:
+        raise UserInputError(f"{path} was trained for {shape.get('num_classes')} classes but the training "
                              f"data has {num_classes} speakers")
-    if shape["channels"] != channels:
-        raise UserInputError(f"{path} has width {shape['channels']} (--channels) but this run uses "
-                             f"--channels {channels}")
-    if shape["backbone"] != backbone:
-        raise UserInputError(f"{path} is a {shape['backbone']} but this run uses --backbone {backbone}")
+    if shape.get("channels") != config["channels"]:
+        raise UserInputError(f"{path} has width {shape.get('channels')} (--channels) but this run uses "
+                             f"--channels {config['channels']}")
+    if "backbone" in shape and shape["backbone"] != config["backbone"]:
+        raise UserInputError(f"{path} is a {shape['backbone']} but this run uses --backbone {config['backbone']}")
 
 
 def restore_optimizer(optimizer, state: dict, path) -> None:
@@ -315,7 +330,9 @@ def read_train_log(path, before_epoch: int) -> list:
 
 def write_train_log(path, rows: list) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TRAIN_LOG_FIELDS, extrasaction="ignore", lineterminator="\n")
+    validated = tuple(key for key in VAL_LOG_FIELDS if any(key in row for row in rows))  # only with --val_trials
+    writer = csv.DictWriter(buffer, fieldnames=TRAIN_LOG_FIELDS + validated, extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
@@ -331,11 +348,14 @@ def plot_training_curves(rows: list, path) -> None:
     def column(name):
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in rows]
     epochs = column("epoch")
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7))
     panels = [("loss", ("loss", "loss_e", "loss_g"), ("total", "episodic", "global"), "linear"),
               ("accuracy (%)", ("acc_e", "acc_g"), ("episodic", "global"), "linear"),
               ("learning rate", ("lr",), ("lr",), "log"),
               ("throughput (samples/s)", ("samples_per_s",), ("samples/s",), "linear")]
+    if any(row.get("val_eer") for row in rows):  # --val_trials: two more panels
+        panels[2:2] = [("validation EER (%)", ("val_eer",), ("EER",), "linear"),
+                       ("validation minDCF (0.01)", ("val_mindcf",), ("minDCF",), "linear")]
+    figure, axes = plt.subplots(2, len(panels) // 2, figsize=(5 * len(panels) // 2, 7))
     for axis, (title, names, labels, scale) in zip(axes.flat, panels):
         for name, label in zip(names, labels):
             values = column(name)
@@ -367,8 +387,9 @@ def epoch_log_line(row: dict) -> str:
                         if row[key])
     accs = " / ".join(f"{name} {row[key]}%" for name, key in (("episodic", "acc_e"), ("global", "acc_g"))
                       if row[key])
+    validated = f", val EER {row['val_eer']}%, minDCF {row['val_mindcf']}" if row.get("val_eer") else ""
     return (f"Epoch {row['epoch']}: loss {row['loss']} ({losses}), acc {accs}, lr {row['lr']}, "
-            f"{row['seconds']} s, {row['samples_per_s']} samples/s")
+            f"{row['seconds']} s, {row['samples_per_s']} samples/s{validated}")
 
 
 # ---------------------------------------------------------------- the epoch loop
@@ -439,13 +460,13 @@ def prepare(args, claims: contextlib.ExitStack):
     if config["use_checkpoint"]:
         path = resolve_checkpoint(config["n_folder"], config["cp_num"], model_dir=config["model_dir"])
         checkpoint = load_checkpoint(path)
-        check_compatible(checkpoint["state_dict"], path, corpus.n_speakers, config["channels"],
-                         config["backbone"])
+        check_compatible(checkpoint, path, corpus.n_speakers, config)
+    validation = validation_from_config(config) if ctx.is_main else None
     if ctx.is_main:  # inputs are good: now the run folder (nothing is written before this point)
         claims.enter_context(claim_run_folder(run_folder(config), config["use_checkpoint"],
                                               getattr(args, "overwrite", False)))
         check_room_for_checkpoints(run_folder(config), corpus.n_speakers, config["channels"], config["backbone"])
-    return ctx, config, corpus, n_episodes, checkpoint, path
+    return ctx, config, corpus, n_episodes, checkpoint, path, validation
 
 
 def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
@@ -462,7 +483,7 @@ def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
 def train(args) -> Path:
     """Train as the flags say; returns the folder holding checkpoints and logs."""
     with contextlib.ExitStack() as claims:
-        ctx, config, corpus, n_episodes, checkpoint, path = prepare(args, claims)
+        ctx, config, corpus, n_episodes, checkpoint, path, validation = prepare(args, claims)
         device = training_device(config, ctx)
         if config["amp"] and device.type != "cuda":
             print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
@@ -470,7 +491,7 @@ def train(args) -> Path:
         init_process_group(ctx, device)
         try:
             check_same_corpus(corpus.digest(), ctx)
-            return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device)
+            return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation)
         finally:
             destroy_process_group()
 
@@ -478,7 +499,7 @@ def train(args) -> Path:
 def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
     objective = config["loss_type"]
     if objective == "prototypical" and config["use_GC"]:
-        objective += " + GC"
+        objective += " + GC" + (f" ({config['gc_loss']})" if config.get("gc_loss", "softmax") != "softmax" else "")
     if start_epoch > config["max_epoch"]:
         return f"nothing to train: the checkpoint is at epoch {start_epoch - 1} and --max_epoch is {config['max_epoch']}"
     return (f"training {objective} on {len(corpus)} utterances of {corpus.n_speakers} speakers, "
@@ -486,7 +507,7 @@ def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
             f"{ctx.world_size} process(es) on {device}{process_group_note()}")
 
 
-def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> Path:
+def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation=None) -> Path:
     encoder = build_encoder(config, corpus.n_speakers, device, ctx)
     optimizer = build_optimizer(encoder, config["lr"])
     scheduler = build_scheduler(optimizer)
@@ -494,6 +515,7 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
     step = build_step(encoder, config, ctx, device)
     loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
     outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
+    best = best_so_far(outputs.folder, start_epoch) if validation else None
     if ctx.is_main:
         print(describe_run(config, corpus, n_episodes, start_epoch, ctx, device), flush=True)
     samples = config["nb_class_train"] * (config["n_shot"] + config["n_query"]) * n_episodes
@@ -505,7 +527,21 @@ def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device) -> P
         scheduler.step(means["loss"])
         if ctx.is_main:
             row = epoch_row(epoch, means, lr, time.perf_counter() - started, samples)
+            if validation and validation.due(epoch, config["max_epoch"]):
+                best = validate(validation, row, best, epoch, encoder, optimizer, scheduler, config, device)
             save_training_checkpoint(outputs.checkpoint(epoch), epoch, encoder, optimizer, scheduler, config)
             outputs.add_epoch(row)
             print(epoch_log_line(row), flush=True)
     return run_folder(config)
+
+
+def validate(validation, row: dict, best, epoch: int, encoder, optimizer, scheduler, config, device):
+    """Add val_eer/val_mindcf to ``row``; a new best is saved as best.pth before the epoch's checkpoint
+    (killed in between, the epoch is trained and validated again on resume). Returns the best so far."""
+    row.update(validation(encoder, device))
+    if not is_new_best(row, best):
+        return best
+    record = {"epoch": epoch, "val_eer": float(row["val_eer"]), "val_mindcf": float(row["val_mindcf"])}
+    save_training_checkpoint(run_folder(config) / BEST_NAME, epoch, encoder, optimizer, scheduler, config,
+                             validation=record)
+    return record["val_eer"], epoch

@@ -20,7 +20,7 @@ from common.errors import UserInputError, run_main  # noqa: E402
 from common.files import write_text  # noqa: E402
 from data_loading.episodes import EpisodeConfig  # noqa: E402
 
-BENCHMARKS = ("episodes", "store", "eer_short", "extraction", "training", "flops")
+BENCHMARKS = ("episodes", "store", "eer_short", "extraction", "torch_fbank", "training", "flops")
 
 
 @dataclass
@@ -33,12 +33,14 @@ class Sizes:
     eer_pairs: int = 8   # x 2 / 10 utterances per speaker = 1.6 trials per utterance (paper: 1.63)
     eer_channels: int = 8
     wavs: int = 128
+    fbank_signals: int = 32
     train_config: EpisodeConfig = EpisodeConfig(n_way=10, n_shot=1, n_query=2, variable_query=True)
     train_steps: int = 2
     train_warmup: int = 1
 
 
 QUICK = Sizes(speakers=100, utterances=3, episodes=3, eer_speakers=4, eer_pairs=3, eer_channels=4, wavs=16,
+              fbank_signals=4,
               train_config=EpisodeConfig(n_way=2, n_shot=1, n_query=1, variable_query=True), train_steps=1)
 GPU_TRAIN = EpisodeConfig(n_way=100, n_shot=1, n_query=2, variable_query=True)
 
@@ -81,6 +83,9 @@ def run_benchmarks(names, sizes: Sizes, repeats: int, workers: int, device, work
     if "extraction" in names:
         from bench.extraction_bench import extraction_results
         results += extraction_results(work_dir / "extraction", sizes.wavs, 8.0, repeats)
+    if "torch_fbank" in names:
+        from bench.torch_fbank_bench import torch_fbank_results
+        results += torch_fbank_results(sizes.fbank_signals, 8.0, repeats, device)
     if "training" in names:
         results += training(store, sizes, workers, device)
     if "flops" in names:

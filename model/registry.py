@@ -7,10 +7,12 @@ as if run alone), holds the class weights the losses use as ``weight`` (num_clas
 its constructor arguments as ``model_args``. Training builds it as
 ``cls(num_classes=..., backbone=..., channels=...)``. Adding one: a file in ``model/`` and a line here.
 """
+from model.ecapa_tdnn import EcapaEncoder
 from model.model import background_resnet
 
 MODELS = {
     "background_resnet": background_resnet,
+    "ecapa_tdnn": EcapaEncoder,       # not in the paper
 }
 DEFAULT_MODEL = "background_resnet"
 

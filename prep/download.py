@@ -2,7 +2,7 @@
 m4a -> 16 kHz mono 16-bit wav conversion with ffmpeg. Library code behind ``dataprep.py``.
 
 Safety: credentials travel only in an ``Authorization`` header or a ``key`` query parameter and are
-never printed (URLs are shown without their query); no shell is ever used; a file whose MD5 does not
+never printed (URLs are shown without their ``key``); no shell is ever used; a file whose MD5 does not
 match is moved aside as ``<name>.md5-mismatch``; zip members that would land outside the target
 folder are refused; free disk space is checked before each step.
 """
@@ -28,7 +28,8 @@ from common.files import atomic_path, write_text
 from feat_extract.fbank import SAMPLE_RATE
 from feat_extract.shards import select_shard
 
-DEFAULT_BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1a/"
+DEFAULT_BASE_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1a/"   # folder: BASE/<part>
+KEYED_BASE_URL = "https://cn01.mmai.io/download/voxceleb"   # with a key: BASE?file=<part>&key=<key>
 CHUNK = 1 << 20
 SPEAKER_FOLDER = re.compile(r"^id\d+$")
 WAV_BYTES_PER_AAC_BYTE = 4       # 16 kHz 16-bit wav vs ~64 kbit/s AAC: an estimate for the space check
@@ -119,12 +120,21 @@ def resolve_credentials(user=None, password=None, key=None, prompt=getpass.getpa
     return Credentials(user, password, key)
 
 
+def default_base_url(credentials: Credentials) -> str:
+    """VoxCeleb's hosts serve keyed downloads from one endpoint, user/password ones from a folder."""
+    return KEYED_BASE_URL if credentials.key else DEFAULT_BASE_URL
+
+
 def part_url(base_url: str, name: str, credentials: Credentials) -> str:
-    """``base_url/name`` (a list entry that is itself a full URL is used as is), plus ``?key=``."""
-    url = name if "://" in name else base_url.rstrip("/") + "/" + urllib.parse.quote(name)
-    if credentials.key:
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"key": credentials.key})
-    return url
+    """With a key, ``base_url?file=<name>&key=<key>`` (VoxCeleb's keyed endpoint or a mirror of it);
+    without, ``base_url/name``. A list entry that is itself a full URL is used as is (plus ``key=``)."""
+    if "://" in name:
+        url, query = name, {"key": credentials.key} if credentials.key else {}
+    elif credentials.key:
+        url, query = base_url, {"file": name, "key": credentials.key}
+    else:
+        return base_url.rstrip("/") + "/" + urllib.parse.quote(name)
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(query) if query else url
 
 
 def part_file_name(name: str) -> str:
@@ -133,8 +143,11 @@ def part_file_name(name: str) -> str:
 
 
 def shown(url: str) -> str:
-    """A URL safe to print: the query (which may hold the key) removed."""
-    return urllib.parse.urlsplit(url)._replace(query="").geturl()
+    """A URL safe to print: the ``key`` parameter removed from its query (the rest, e.g. ``file=``, kept)."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(name, value) for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+             if name != "key"]
+    return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
 
 # --------------------------------------------------------------------------------------- download

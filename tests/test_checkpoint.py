@@ -68,6 +68,6 @@ def test_epochs_of_original_and_project_checkpoints(reference, tmp_path):
 
 
 def test_unknown_recorded_model_is_a_clear_error(tmp_path):
-    save_checkpoint(tmp_path / "cp.pth", epoch=1, state_dict={}, model="ecapa_tdnn", model_args={})
-    with pytest.raises(UserInputError, match="cannot rebuild the checkpoint's model: unknown model 'ecapa_tdnn'"):
+    save_checkpoint(tmp_path / "cp.pth", epoch=1, state_dict={}, model="conformer_xl", model_args={})
+    with pytest.raises(UserInputError, match="cannot rebuild the checkpoint's model: unknown model 'conformer_xl'"):
         load_encoder(tmp_path / "cp.pth")

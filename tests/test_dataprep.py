@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import threading
+import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +23,8 @@ class RangeHandler(BaseHTTPRequestHandler):
     """Serves ``server.files`` (name -> bytes), honouring ``Range: bytes=N-``; logs every request."""
 
     def do_GET(self):  # noqa: N802
-        name = self.path.split("?")[0].lstrip("/")
+        path, _, query = self.path.partition("?")
+        name = dict(urllib.parse.parse_qsl(query)).get("file") or path.lstrip("/")   # keyed: ?file=<part>
         self.server.log.append({"path": self.path, "range": self.headers.get("Range"),
                                 "auth": self.headers.get("Authorization")})
         if name not in self.server.files:
@@ -84,13 +86,15 @@ def test_download_with_key_then_skip(server, tmp_path, capsys):
     server.files.update(parts)
     lists = write_lists(tmp_path, parts)
     save = tmp_path / "data"
-    dataprep.main(["--save_path", str(save), "--download", "--base_url", server.url,
+    mirror = server.url + "download/voxceleb"          # VoxCeleb's keyed endpoint, served locally
+    dataprep.main(["--save_path", str(save), "--download", "--base_url", mirror,
                    "--key", "S3CRETKEY"] + lists)
     for name, body in parts.items():
         assert (save / name).read_bytes() == body
-    assert [entry["path"] for entry in server.log] == [
-        "/vox1_dev_wav_partaa?key=S3CRETKEY", "/vox1_dev_wav_partab?key=S3CRETKEY"]
-    dataprep.main(["--save_path", str(save), "--download", "--base_url", server.url,
+    assert [(entry["path"], entry["range"], entry["auth"]) for entry in server.log] == [
+        ("/download/voxceleb?file=vox1_dev_wav_partaa&key=S3CRETKEY", None, None),
+        ("/download/voxceleb?file=vox1_dev_wav_partab&key=S3CRETKEY", None, None)]
+    dataprep.main(["--save_path", str(save), "--download", "--base_url", mirror,
                    "--key", "S3CRETKEY"] + lists)
     assert len(server.log) == 2                       # verified parts are not fetched again
     output = capsys.readouterr()

@@ -10,12 +10,12 @@ class PrototypicalObjective(nn.Module):
     embeddings are also classified against all training classes (global); total = episodic + global."""
     needs_queries = True
 
-    def __init__(self, use_gc: bool = True):
+    def __init__(self, use_gc: bool = True, classifier: nn.Module = None):
         super().__init__()
         self.use_gc = use_gc
         self.needs_class_weights = use_gc
         self.prototypical = PrototypicalLoss()
-        self.softmax = SoftmaxLoss()
+        self.softmax = classifier if classifier is not None else SoftmaxLoss()   # GC: or a margin softmax
 
     def forward(self, support, query, label_g, n_way: int, class_weights) -> dict:
         loss_e, acc_e = self.prototypical(support, query, n_way)

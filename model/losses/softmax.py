@@ -10,10 +10,10 @@ class SoftmaxObjective(nn.Module):
     as the original trains softmax) against the L2-normalised class weights."""
     needs_queries = False     # uses the queries when the episode has them (n_query > 0)
 
-    def __init__(self, use_gc: bool = False):
+    def __init__(self, use_gc: bool = False, classifier: nn.Module = None):
         super().__init__()
         self.needs_class_weights = True
-        self.softmax = SoftmaxLoss()
+        self.softmax = classifier if classifier is not None else SoftmaxLoss()   # or a margin softmax
 
     def forward(self, support, query, label_g, n_way: int, class_weights) -> dict:
         embeddings = torch.cat([support, query]) if len(query) else support

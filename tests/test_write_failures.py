@@ -70,7 +70,8 @@ def test_feature_extraction_full_disk_midway_is_one_line_and_the_rerun_finishes(
     assert len(files_under(tmp_path / "feat")) == 3  # three whole files, no torn fourth, no temporaries
     monkeypatch.undo()
     assert run_entry("feat_extract.feature_extraction", *flags, "--out_dir", tmp_path / "feat").returncode == 0
-    assert len(files_under(tmp_path / "feat")) == 6 + 1  # + extraction_report.txt
+    written = files_under(tmp_path / "feat")
+    assert len(written) == 6 + 2 and {"extraction_report.txt", "corpus_index.npz"} <= set(written)
 
 
 def test_embed_into_a_read_only_folder_stops_before_any_work(tmp_path):

@@ -75,7 +75,7 @@ def median_of(runs: list, key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def run_cases(width: int, repeats: int, work: Path, hour_repeats: int, device: str) -> list:
+def run_cases(width: int, repeats: int, work: Path, hour_repeats: int, device: str, only=None) -> list:
     import torch
     from bench.synthetic import write_wavs
     from model.checkpoint import save_checkpoint
@@ -85,6 +85,8 @@ def run_cases(width: int, repeats: int, work: Path, hour_repeats: int, device: s
     save_checkpoint(checkpoint, epoch=1, state_dict=background_resnet(10, channels=width).state_dict(), optimizer={})
     rows = []
     for name, seconds, n_files in CASES:
+        if only and name not in only:
+            continue
         wav_root = work / name.replace(" ", "_")
         write_wavs(wav_root, n_files=n_files, seconds=seconds, seed=1)
         runs = {strategy: [] for strategy in ("original", "ours")}
@@ -131,9 +133,11 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--hour_repeats", type=int, default=3, help="repeats of the 1 h case")
     parser.add_argument("--out", default=None, help="markdown table (and .json beside it)")
+    parser.add_argument("--only", nargs="+", choices=[case[0] for case in CASES], default=None,
+                        help="measure only these cases (e.g. --only '1 h')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        rows = run_cases(args.width, args.repeats, Path(work), args.hour_repeats, args.device)
+        rows = run_cases(args.width, args.repeats, Path(work), args.hour_repeats, args.device, args.only)
     text = table(rows, args.width, f"{args.repeats} ({args.hour_repeats} for 1 h)", args.device)
     print(text)
     if args.out:

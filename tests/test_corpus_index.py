@@ -19,7 +19,7 @@ from data_loading.corpus import FeatureCorpus, list_feature_files
 from feat_extract import corpus_index
 from feat_extract.features import feature_layout
 from prep import download
-from distributed import DistContext, check_same_corpus, init_process_group
+from distributed import DistContext, check_same_corpus, destroy_process_group, init_process_group
 from feat_extract import feature_extraction as fe
 from feat_extract.shards import parse_shard, select_shard, shard_of
 from tests.conftest import ROOT, TRAIN_FEATURES, write_random_features
@@ -237,6 +237,10 @@ def ranks_load_the_index(rank, world_size, port, root, out_dir):
         refused = str(error)
     Path(out_dir, f"rank{rank}.txt").write_text(
         f"{corpus.digest()}\n{len(corpus)}\n{corpus.path(len(corpus) - 1)}\n{refused}\n")
+    # both ranks done, then an orderly shutdown: a gloo group left to interpreter exit can abort
+    # ("terminate called without an active exception", seen once in a CI run)
+    torch.distributed.barrier()
+    destroy_process_group()
 
 
 def test_torchrun_ranks_agree_on_the_index(tmp_path):

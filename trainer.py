@@ -28,6 +28,7 @@ from tqdm import tqdm
 import configure
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset, check_episode_config
+from data_loading.waveforms import check_waveform_config, resolve_waveform_config, training_corpus
 from common.errors import UserInputError
 from common.files import atomic_path, write_text
 from distributed import (DistContext, ShardedEpisodeDataset, check_same_corpus, context_from_env,
@@ -48,7 +49,8 @@ OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_cu
 CONFIG_KEYS = ("model", "loss_type", "use_GC", "n_shot", "n_query", "use_variable", "nb_class_train", "n_folder",
                "data_type", "use_checkpoint", "cp_num", "save_path", "model_dir", "use_cuda", "gpu", "seed",
                "max_epoch", "n_episode", "channels", "backbone", "workers", "amp", "sync_bn", "lr",
-               "cudnn_benchmark", "gc_loss", "margin", "scale", "val_trials", "val_interval", "val_features")
+               "cudnn_benchmark", "gc_loss", "margin", "scale", "val_trials", "val_interval", "val_features",
+               "input", "wav_dir", "augment", "noise_dir", "rir_dir", "speed_perturb")
 
 
 # ---------------------------------------------------------------- configuration
@@ -68,6 +70,7 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> dict:
         config["cudnn_benchmark"] = not config["use_variable"]
     config["model_dir"] = str(config["model_dir"] or configure.SAVED_MODEL_DIR)
     config["world_size"] = ctx.world_size
+    config.update(resolve_waveform_config(config))   # --input wav: the wav folder the features mirror
     check_config(config)
     return config
 
@@ -95,6 +98,7 @@ def check_config(config: dict) -> None:
     if config["nb_class_train"] < config["world_size"]:
         raise UserInputError(f"--nb_class_train {config['nb_class_train']} is smaller than the "
                              f"{config['world_size']} processes sharing each episode")
+    check_waveform_config(config)   # --input wav, --augment and their folders
 
 
 def episode_config(config: dict) -> EpisodeConfig:
@@ -451,6 +455,7 @@ def prepare(args, claims: contextlib.ExitStack):
     config = resolve_config(args, ctx)
     corpus = FeatureCorpus(configure.feature_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]),
                            reindex=getattr(args, "reindex", False), build_index=ctx.is_main)  # others wait for rank 0
+    corpus = training_corpus(corpus, config, getattr(args, "reindex", False), ctx.is_main)  # --input wav: recordings
     episode = episode_config(config)
     check_episode_config(corpus, episode)  # enough speakers?
     if ctx.is_main:

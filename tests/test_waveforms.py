@@ -223,3 +223,18 @@ def test_wav_index_errors_name_the_problem(corpus_root, tmp_path):
         load_wav_index(features, broken)
     with pytest.raises(UserInputError, match=r"--wav_dir .*nowhere: no such folder"):
         load_wav_index(features, tmp_path / "nowhere")
+
+
+def test_a_ranks_share_of_an_augmented_episode_is_the_same_crops(corpus_root, corpora, noise_dir):
+    """torchrun: each rank makes only its classes' crops; with augmentation they equal the rows of the
+    whole episode made in one process (each crop's draws depend on its position, not on the rank)."""
+    from distributed import DistContext, ShardedEpisodeDataset, shard_rows
+    features, _ = corpora
+    augmenter = augment.Augmenter(noise_dir, None, seed=0, quiet=True)
+    waves = WaveCorpus(features, load_wav_index(features, corpus_root / "wav"), augmenter=augmenter)
+    config = EpisodeConfig(n_way=4, n_shot=1, n_query=1, variable_query=True)
+    whole = EpisodeDataset(waves, config, 2, 9)[1]
+    share = ShardedEpisodeDataset(waves, config, 2, 9, DistContext(1, 2, 1))[1]
+    rows = shard_rows(4, 1, 2, 4)
+    assert torch.equal(share["support"], whole["support"][rows])
+    assert torch.equal(share["query"], whole["query"][rows])

@@ -35,6 +35,7 @@ PHONES = np.array([[270, 2290, 3010], [390, 1990, 2550], [530, 1840, 2480], [660
                   dtype=float)
 NASALS = (10, 11)
 KINDS = {"dev": 0, "test": 1, "session": 2, "trials": 3, "augment": 4}   # seed streams
+AUGMENT_SPEAKER_BASE = 10 ** 6   # voices of the synthetic augmentation set's speech (prep/synthetic_augment.py)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,9 @@ def check_sizes(n_speakers, n_test_speakers, per_speaker, per_test_speaker, min_
     if n_speakers < 1 or n_test_speakers < 2:
         raise UserInputError(f"need at least 1 training and 2 test speakers (got --n_speakers "
                              f"{n_speakers}, --n_test_speakers {n_test_speakers})")
+    if n_speakers + n_test_speakers > AUGMENT_SPEAKER_BASE:
+        raise UserInputError(f"at most {AUGMENT_SPEAKER_BASE:,} speakers in all (the voices above are "
+                             "kept for the synthetic augmentation set's speech)")
     if per_speaker < 1 or per_test_speaker < 2:
         raise UserInputError("need at least 1 utterance per training speaker and 2 per test speaker")
     if not 0.1 <= min_seconds <= max_seconds:

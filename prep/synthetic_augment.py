@@ -26,13 +26,12 @@ from scipy.signal import butter, sosfilt
 
 from common.files import atomic_path
 from feat_extract.fbank import SAMPLE_RATE
-from prep.synthetic import KINDS, make_voice, run_parallel, synthesize_speech
+from prep.synthetic import AUGMENT_SPEAKER_BASE, KINDS, make_voice, run_parallel, synthesize_speech
 
 AUGMENT_FOLDER = "augment"
 SOUNDS = {"noise": (6, 5.0), "music": (4, 8.0), "speech": (8, 5.0)}          # files, seconds each
 NOISE_KINDS = ("white", "pink", "brown", "blue", "hum", "crackle")
 COLOUR_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}   # PSD ~ f^-exponent
-SPEECH_SPEAKER_BASE = 10 ** 6           # voices far above any corpus speaker index
 LEVEL_DBFS = -26.0
 # room type -> (RT60 s, source distance m, direct-to-reverberant ratio dB) ranges
 ROOMS = {"smallroom": ((0.2, 0.45), (1.0, 3.0), (2.0, 8.0)),
@@ -146,7 +145,7 @@ def render_music(job: AugmentJob, n_samples: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- speech
 def render_speech(job: AugmentJob, n_samples: int) -> np.ndarray:
-    voice = make_voice(job.seed, SPEECH_SPEAKER_BASE + job.index)
+    voice = make_voice(job.seed, AUGMENT_SPEAKER_BASE + job.index)
     return synthesize_speech(job_rng(job), voice, n_samples)
 
 

@@ -34,8 +34,12 @@ SPLIT_FOLDER = "musan_split"
 
 
 def read_augment_list(path) -> list:
-    """``lists/augment.txt``: (URL or file name, md5) rows."""
-    return download.read_list(path, 2)
+    """``lists/augment.txt``: (URL, md5) rows."""
+    entries = download.read_list(path, 2)
+    for url, _ in entries:
+        if not url.startswith(("http://", "https://")):
+            raise UserInputError(f"{path}: expected 'URL md5' rows, got {url!r} (an http:// or https:// URL)")
+    return entries
 
 
 def download_augment(entries: list, save_path) -> dict:

@@ -188,3 +188,20 @@ def test_shipped_list_names_the_openslr_archives():
     assert entries == [("https://www.openslr.org/resources/28/rirs_noises.zip", "e6f48e257286e05de56413b4779d8ffb"),
                        ("https://www.openslr.org/resources/17/musan.tar.gz", "0c472d4fc0c5141eca47ad1ffeb2a7df")]
     assert sorted(download.part_file_name(url) for url, _ in entries) == sorted(augment_corpora.TOP_FOLDERS)
+
+
+def test_bad_list_and_unreadable_recording_are_named(tmp_path, capsys):
+    (tmp_path / "augment.txt").write_text("musan.tar.gz 0c472d4fc0c5141eca47ad1ffeb2a7df\n")
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: dataprep.main(["--save_path", str(tmp_path), "--download_augment",
+                                        "--augment_list", str(tmp_path / "augment.txt")]))
+    assert exit_.value.code == 2 and capsys.readouterr().err == (
+        f"error: {tmp_path / 'augment.txt'}: expected 'URL md5' rows, got 'musan.tar.gz' (an http:// or "
+        "https:// URL)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augment.txt"]
+    bad = tmp_path / "musan/noise/free-sound/noise-free-sound-0001.wav"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not audio")
+    with pytest.raises(UserInputError, match=r"^splitting MUSAN failed: .*noise-free-sound-0001.wav"):
+        augment_corpora.split_musan(tmp_path, workers=1)
+    assert not (tmp_path / "musan_split").exists() or not list((tmp_path / "musan_split").rglob("*.wav"))

@@ -95,7 +95,7 @@ def extract_member(tar, member, target: Path, archive: Path) -> int:
         return 0                                   # folders are made on demand; links are not followed
     if destination.is_file() and destination.stat().st_size == member.size:
         return 0
-    with tar.extractfile(member) as source, atomic_path(destination, destination.suffix) as tmp, \
+    with tar.extractfile(member) as source, atomic_path(destination) as tmp, \
             open(tmp, "wb") as out:
         shutil.copyfileobj(source, out, download.CHUNK)
     return 1
@@ -119,7 +119,7 @@ def split_file(pair) -> int:
     if todo:
         audio, rate = sf.read(str(source), dtype="int16", always_2d=True)
         for start, path in todo:
-            with atomic_path(path, ".wav") as tmp:
+            with atomic_path(path) as tmp:
                 sf.write(str(tmp), audio[start:start + SEGMENT_SECONDS * rate], rate,
                          subtype="PCM_16", format="WAV")
     return len(todo)

@@ -293,7 +293,7 @@ def extract_archive(archive, target, place=member_destination) -> int:
                 if dest is not None and not (dest.is_file() and dest.stat().st_size == info.file_size)]
         check_free_space(target, sum(info.file_size for info, _ in todo), f"extracting {archive.name}")
         for info, destination in tqdm(todo, desc=f"extract {archive.name}", unit="file"):
-            with zipped.open(info) as source, atomic_path(destination, destination.suffix) as tmp, \
+            with zipped.open(info) as source, atomic_path(destination) as tmp, \
                     open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, CHUNK)
     return len(todo)

@@ -206,7 +206,7 @@ def write_augment_file(job: AugmentJob) -> str:
             return job.path
         except RuntimeError:
             pass
-    with atomic_path(path, ".wav") as tmp:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), render(job), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return job.path
 

@@ -6,14 +6,19 @@
     python dataprep.py --save_path DIR --convert --workers 8
     python dataprep.py --save_path DIR --convert --shard 3/8       # machine 3 of 8 converts its 1/8
     python dataprep.py --save_path DIR --synthetic [--n_speakers 40 --n_test_speakers 10 --seed 0]
+    python dataprep.py --save_path DIR --download_augment --extract_augment [--split_musan]  # MUSAN, RIRS_NOISES
+    python dataprep.py --save_path DIR --synthetic_augment        # a small synthetic noise/RIR set instead
 
 Then extract features with ``python feat_extract/feature_extraction.py --save_path DIR``.
+For ``train.py --augment``: ``--noise_dir DIR/musan`` (or ``DIR/musan_split``) ``--rir_dir
+DIR/RIRS_NOISES/simulated_rirs``; the synthetic set: ``DIR/augment/musan`` and
+``DIR/augment/RIRS_NOISES/simulated_rirs``.
 """
 import argparse
 import sys
 
 import configure
-from prep import download, synthetic
+from prep import augment_corpora, download, synthetic, synthetic_augment
 from common.errors import UserInputError, run_main
 from feat_extract.shards import parse_shard
 
@@ -39,8 +44,21 @@ def parse_args(argv=None):
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="--convert only shard K of N of the files (a deterministic split by file name, "
                              "as feature_extraction.py --shard), so several machines share the work")
+    add_augment_arguments(parser)
     add_synthetic_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_augment_arguments(parser) -> None:
+    group = parser.add_argument_group("augmentation corpora (MUSAN, RIRS_NOISES; for train.py --augment)")
+    group.add_argument("--download_augment", action="store_true",
+                       help="download musan.tar.gz (11 GB) and rirs_noises.zip (1.2 GB) from OpenSLR")
+    group.add_argument("--extract_augment", action="store_true",
+                       help="unpack them into SAVE_PATH/musan and SAVE_PATH/RIRS_NOISES")
+    group.add_argument("--split_musan", action="store_true",
+                       help="cut MUSAN into 5 s segments every 3 s in SAVE_PATH/musan_split (faster random access)")
+    group.add_argument("--augment_list", default=str(configure.LISTS_DIR / "augment.txt"),
+                       help="the archives' URLs and MD5 sums (copy and edit it for a mirror)")
 
 
 def add_synthetic_arguments(parser) -> None:
@@ -54,6 +72,8 @@ def add_synthetic_arguments(parser) -> None:
     group.add_argument("--max_seconds", type=float, default=8.0)
     group.add_argument("--short_fraction", type=float, default=0.1, help="share of 1-2 s utterances")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--synthetic_augment", action="store_true",
+                       help="write a small synthetic noise/music/speech/RIR set in SAVE_PATH/augment")
 
 
 def run_synthetic(args) -> None:
@@ -64,6 +84,26 @@ def run_synthetic(args) -> None:
     print(f"synthetic corpus: {result['dev_utterances']} training utterances in {result['dev_root']}, "
           f"{result['test_utterances']} test utterances in {result['test_root']}, "
           f"trials in {result['trials']}")
+
+
+def run_synthetic_augment(args) -> None:
+    result = synthetic_augment.generate_augment_set(args.save_path, args.seed, args.workers)
+    print(f"synthetic augmentation set: {result['files']} files; --noise_dir {result['noise_dir']} "
+          f"--rir_dir {result['rir_dir']}")
+
+
+def run_augment(args) -> None:
+    entries = augment_corpora.read_augment_list(args.augment_list)
+    if args.download_augment:
+        counts = augment_corpora.download_augment(entries, args.save_path)
+        print(f"download: {counts['downloaded']} archives downloaded, {counts['skipped']} already verified")
+    if args.extract_augment:
+        for archive, n_files in augment_corpora.extract_augment(entries, args.save_path).items():
+            print(f"extract: {archive}: {n_files} files written")
+    if args.split_musan:
+        result = augment_corpora.split_musan(args.save_path, args.workers)
+        print(f"split: {result['recordings']} MUSAN recordings, {result['segments_written']} segments "
+              f"written to {result['split_root']}")
 
 
 def run_voxceleb(args) -> None:
@@ -90,14 +130,21 @@ def run_voxceleb(args) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.save_path = args.save_path or configure.save_path
-    if not (args.synthetic or args.download or args.extract or args.convert):
-        raise UserInputError("nothing to do: give --synthetic, or one or more of "
-                             "--download, --extract, --convert")
+    augment = args.download_augment or args.extract_augment or args.split_musan
+    if not (args.synthetic or args.synthetic_augment or args.download or args.extract or args.convert
+            or augment):
+        raise UserInputError("nothing to do: give --synthetic and/or --synthetic_augment, or one or more "
+                             "of --download, --extract, --convert, --download_augment, --extract_augment, "
+                             "--split_musan")
     if args.workers is not None and args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}")
     args.shard = parse_shard(args.shard)
     if args.synthetic:
         run_synthetic(args)
+    if args.synthetic_augment:
+        run_synthetic_augment(args)
+    if augment:
+        run_augment(args)
     if args.download or args.extract or args.convert:
         run_voxceleb(args)
 

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
+    parser.add_argument("--tensorboard", type=configure.str2bool, nargs="?", const=True, default=False,
+                        help="also log the epoch scalars for TensorBoard in <run folder>/tensorboard/")
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature store's corpus index before training (done by itself when stale)")
     return parser
@@ -119,8 +121,8 @@ def config_defaults(path, parser) -> dict:
 
 def main(argv=None) -> None:
     args = configure.apply_common_arguments(parse_args(argv))
-    import trainer
-    trainer.train(args)
+    from training.run import train  # torch and the data stack: after the flags are known to be good
+    train(args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Training throughput (crops per second) of the full-width encoder (ResNet-34, channels 32).
 
-Both run the project's real step (``trainer.build_encoder`` / ``build_step`` / ``build_optimizer`` /
+Both run the project's real step (``training.step.build_encoder`` / ``build_step`` / ``build_optimizer`` /
 ``train_step``: prototypical + GC, support and query in two forward passes, SGD) on the same plans.
-Ours: episodes from ``trainer.build_loader`` (DataLoader workers, pinned memory on GPU) overlapping
+Ours: episodes from ``training.data.build_loader`` (DataLoader workers, pinned memory on GPU) overlapping
 the step; on GPU, with ``amp``, bfloat16 autocast (channels-last comes with
 build_encoder on GPU, for both). Baseline: the original loop, each episode assembled from whole
 float64 pickles in the loop's own thread, fp32.
@@ -14,12 +14,15 @@ import time
 
 import torch
 
-import trainer
+import train
+from training.config import TrainConfig, resolve_config
+from training.data import build_loader
+from training.step import build_encoder, build_optimizer, build_step, train_step
 from bench.baseline import episode_from_pickles, pickle_path
 from bench.report import Result
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset
-from distributed import DistContext
+from training.distributed import DistContext
 from model.model import background_resnet
 
 GMAC_PER_CROP = 2.4
@@ -47,12 +50,13 @@ def measured_gmac_per_crop(channels: int = 32, frames: int = 200) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def train_config(episode: EpisodeConfig, workers: int, amp: bool) -> dict:
-    """The settings trainer.build_* read: prototypical + GC at full width (train.py's defaults)."""
-    return {"loss_type": "prototypical", "use_GC": True, "nb_class_train": episode.n_way,
-            "n_shot": episode.n_shot, "n_query": episode.n_query, "use_variable": episode.variable_query,
-            "seed": 0, "backbone": "resnet34", "channels": 32, "sync_bn": False, "workers": workers,
-            "amp": amp}
+def train_config(episode: EpisodeConfig, workers: int, amp: bool) -> TrainConfig:
+    """train.py's settings for prototypical + GC at full width (its defaults) and this episode shape."""
+    flags = ["--loss_type", "prototypical", "--use_GC", "True", "--nb_class_train", str(episode.n_way),
+             "--n_shot", str(episode.n_shot), "--n_query", str(episode.n_query),
+             "--use_variable", str(episode.variable_query), "--seed", "0", "--backbone", "resnet34",
+             "--channels", "32", "--workers", str(workers), "--amp", str(amp)]
+    return resolve_config(train.build_parser().parse_args(flags))
 
 
 def synchronize(device) -> None:
@@ -68,7 +72,7 @@ def timed_steps(step, optimizer, episodes, device, amp: bool, warmup: int) -> fl
         if index == warmup:
             synchronize(device)
             start = time.perf_counter()
-        trainer.train_step(step, optimizer, batch, device, amp)
+        train_step(step, optimizer, batch, device, amp)
     synchronize(device)
     return time.perf_counter() - start
 
@@ -81,29 +85,29 @@ def crops_and_frames(dataset, n_episodes: int) -> tuple:
     return crops, frames
 
 
-def episode_source(store, corpus, config: dict, n_episodes: int, device, ours: bool):
-    """Ours: trainer.build_loader (DataLoader workers). Baseline: the same plans assembled from
+def episode_source(store, corpus, config: TrainConfig, n_episodes: int, device, ours: bool):
+    """Ours: training.data.build_loader (DataLoader workers). Baseline: the same plans assembled from
     whole float64 pickles in the training loop's own thread."""
     if ours:
-        loader, _ = trainer.build_loader(corpus, config, n_episodes, DistContext(), device)
+        loader, _ = build_loader(corpus, config, n_episodes, DistContext(), device)
         return loader
-    dataset = EpisodeDataset(corpus, trainer.episode_config(config), n_episodes, config["seed"])
+    dataset = EpisodeDataset(corpus, config.episode, n_episodes, config.seed)
     pickle_paths = [pickle_path(store, utt.path) for utt in corpus.utterances]
     return (episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes))
 
 
 def run_loop(store, episode, steps, warmup, workers, device, ours: bool, amp: bool = False):
-    """(crops/s, achieved FLOP/s) of ``steps`` timed trainer.train_step calls after ``warmup``."""
+    """(crops/s, achieved FLOP/s) of ``steps`` timed training.step.train_step calls after ``warmup``."""
     corpus = FeatureCorpus(store.float32)
     config = train_config(episode, workers, amp and ours)
     # no cuDNN autotuning: with variable queries each new query length would be tuned inside these few
     # timed steps; bench/gpu_check.sh measures autotuning over whole epochs of train.py instead
     torch.backends.cudnn.benchmark = False
-    encoder = trainer.build_encoder(config, corpus.n_speakers, device, DistContext())
-    step = trainer.build_step(encoder, config, DistContext(), device)
-    optimizer = trainer.build_optimizer(encoder, lr=0.01)
+    encoder = build_encoder(config, corpus.n_speakers, device, DistContext())
+    step = build_step(encoder, config, DistContext(), device)
+    optimizer = build_optimizer(encoder, lr=0.01)
     episodes = episode_source(store, corpus, config, warmup + steps, device, ours)
-    seconds = timed_steps(step, optimizer, episodes, device, config["amp"], warmup)
+    seconds = timed_steps(step, optimizer, episodes, device, config.amp, warmup)
     dataset = EpisodeDataset(corpus, episode, n_episodes=warmup + steps, seed=0)
     crops, frames = crops_and_frames(dataset, warmup + steps)
     timed_fraction = steps / (warmup + steps)  # steps differ only in query length: close enough

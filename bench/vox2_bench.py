@@ -11,7 +11,7 @@ On a simulated VoxCeleb2-dev feature store (bench/vox2_store.py: 1,092,009 tiny 
   ``/proc/<pid>/smaps_rollup``) after each count of ``--episodes`` 100-way 1-shot 2-query episodes
   per worker, the largest worker reported;
 - a fresh process from its start to its first 100-way episode along train.py's own path (parser,
-  ``trainer.prepare``, ``trainer.build_loader`` with ``--workers`` workers);
+  ``training.run.prepare``, ``training.data.build_loader`` with ``--workers`` workers);
 
 against today's listing before the index (bench/listed_corpus.py: sorted glob, a header read per
 file, one Python object per utterance), measured in the same run the same way. Every measurement
@@ -114,8 +114,8 @@ def run_child(*args) -> dict:
 
 
 def child_first_episode(kind: str, store: Path, workers: int, work: Path) -> dict:
-    """train.py's own path to its first episode: argument parsing, ``trainer.prepare`` (the corpus,
-    checks), ``trainer.build_loader`` (``workers`` DataLoader workers) and the first 100-way episode."""
+    """train.py's own path to its first episode: argument parsing, ``training.run.prepare`` (the corpus,
+    checks), ``training.data.build_loader`` (``workers`` DataLoader workers) and the first 100-way episode."""
     import configure
     save_path = work / "data"
     feat = configure.feature_dir(save_path, *configure.TRAIN_DATA["vox2"])
@@ -124,16 +124,20 @@ def child_first_episode(kind: str, store: Path, workers: int, work: Path) -> dic
         feat.symlink_to(store.resolve(), target_is_directory=True)
     import torch
 
+    import contextlib
+
     import train
-    import trainer
-    if kind == "listed":
+    import training.run
+    from training.data import build_loader
+    if kind == "listed":  # the baseline: today's corpus swapped for the per-file listing
         from bench.listed_corpus import ListedCorpus
-        trainer.FeatureCorpus = ListedCorpus
+        training.run.FeatureCorpus = ListedCorpus
     args = configure.apply_common_arguments(train.build_parser().parse_args(
         ["--save_path", str(save_path), "--model_dir", str(work / "m"), "--workers", str(workers),
          "--channels", "4", "--nb_class_train", "100", "--use_cuda", "False"]))
-    ctx, config, corpus, n_episodes, _, _ = trainer.prepare(args)
-    loader, sampler = trainer.build_loader(corpus, config, n_episodes, ctx, torch.device("cpu"))
+    with contextlib.ExitStack() as claims:
+        run = training.run.prepare(args, claims)
+    loader, sampler = build_loader(run.corpus, run.config, run.n_episodes, run.ctx, torch.device("cpu"))
     sampler.set_epoch(1)
     episode = next(iter(loader))
     return {"support": list(episode["support"].shape)}
@@ -205,7 +209,7 @@ def measure(args) -> list:
             + ("" if listed is None else
                f" vs {', '.join(f'{b / MB:.0f}' for b in listed['workers'][str(checkpoint)])}")))
     results.append(report.Result("train_start_to_first_episode_s", first, "s", first_listed, False, None,
-                                 f"a fresh process running train.py's parser, trainer.prepare and build_loader "
+                                 f"a fresh process running train.py's parser, training.run.prepare and build_loader "
                                  f"({args.workers} workers) to its first 100-way 1-shot 2-query episode"))
     return results
 

@@ -52,18 +52,16 @@ class Validation:
         return {"val_eer": f"{eer:.4f}", "val_mindcf": f"{mindcf:.4f}"}
 
 
-def validation_from_config(config: dict):
-    """The run's Validation, or None without ``val_trials``. Features: ``val_features`` folders, or
-    the VoxCeleb1 test/dev features under ``save_path`` as EER_full.py uses them."""
-    if not config.get("val_trials"):
+def validation_for(val_trials, val_features, save_path, interval: int = 1):
+    """The run's Validation, or None without ``val_trials``. Features: the ``val_features`` folders,
+    or the VoxCeleb1 test/dev features under ``save_path`` as EER_full.py uses them."""
+    if not val_trials:
         return None
-    roots = ([Path(root) for root in config["val_features"]] if config.get("val_features")
-             else voxceleb1_feature_roots(config["save_path"]))
+    roots = [Path(root) for root in val_features] if val_features else voxceleb1_feature_roots(save_path)
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
         raise UserInputError(f"--val_features: no such folder: {', '.join(missing)}")
-    interval = config.get("val_interval")
-    return Validation(config["val_trials"], roots, 1 if interval is None else interval)
+    return Validation(val_trials, roots, 1 if interval is None else interval)
 
 
 def best_so_far(folder, before_epoch: int):

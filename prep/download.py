@@ -246,35 +246,54 @@ def archive_target(save_path, archive: str) -> Path:
     return Path(save_path) / dataset / split / ("aac" if "aac" in name else "wav")
 
 
-def member_destination(member: str, target: Path, archive) -> Path:
-    """Destination of a zip member below ``target`` (from its ``idNNNNN`` folder on), or None for
-    members outside any speaker folder; members escaping the target are refused."""
+def member_parts(member: str, target: Path, archive) -> tuple:
+    """The path components of an archive member; absolute, drive-letter and ``..`` members are refused."""
     parts = PurePosixPath(member.replace("\\", "/")).parts
     if member.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member) or ".." in parts:
         raise UserInputError(f"{archive}: refusing member {member!r}: it would land outside {target}")
-    starts = [i for i, part in enumerate(parts) if SPEAKER_FOLDER.match(part)]
-    if not starts or member.endswith("/"):
-        return None
-    destination = target.joinpath(*parts[starts[0]:])
+    return parts
+
+
+def inside(destination: Path, target: Path, member: str, archive) -> Path:
     if not destination.resolve().is_relative_to(target.resolve()):
         raise UserInputError(f"{archive}: refusing member {member!r}: it would land outside {target}")
     return destination
 
 
-def extract_archive(archive, target) -> int:
-    """Extract an archive's speaker folders into ``target`` (each file atomically); returns files written."""
+def member_destination(member: str, target: Path, archive) -> Path:
+    """Destination of a zip member below ``target`` (from its ``idNNNNN`` folder on), or None for
+    members outside any speaker folder; members escaping the target are refused."""
+    parts = member_parts(member, target, archive)
+    starts = [i for i, part in enumerate(parts) if SPEAKER_FOLDER.match(part)]
+    if not starts or member.endswith("/"):
+        return None
+    return inside(target.joinpath(*parts[starts[0]:]), target, member, archive)
+
+
+def tree_destination(member: str, target: Path, archive) -> Path:
+    """Destination of an archive member at its own path below ``target`` (None for folders);
+    members escaping the target are refused."""
+    parts = member_parts(member, target, archive)
+    if not parts or member.endswith(("/", "\\")):
+        return None
+    return inside(target.joinpath(*parts), target, member, archive)
+
+
+def extract_archive(archive, target, place=member_destination) -> int:
+    """Extract a zip into ``target`` (each file atomically; by default its speaker folders, ``place``
+    maps (member, target, archive) to a destination or None); returns files written."""
     archive, target = Path(archive), Path(target)
     try:
         zipped = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as error:
         raise UserInputError(f"{archive}: not a readable zip file ({error})") from None
     with zipped:
-        members = [(info, member_destination(info.filename, target, archive)) for info in zipped.infolist()]
+        members = [(info, place(info.filename, target, archive)) for info in zipped.infolist()]
         todo = [(info, dest) for info, dest in members
                 if dest is not None and not (dest.is_file() and dest.stat().st_size == info.file_size)]
         check_free_space(target, sum(info.file_size for info, _ in todo), f"extracting {archive.name}")
         for info, destination in tqdm(todo, desc=f"extract {archive.name}", unit="file"):
-            with zipped.open(info) as source, atomic_path(destination, destination.suffix) as tmp, \
+            with zipped.open(info) as source, atomic_path(destination) as tmp, \
                     open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, CHUNK)
     return len(todo)

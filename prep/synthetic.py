@@ -34,7 +34,8 @@ PHONES = np.array([[270, 2290, 3010], [390, 1990, 2550], [530, 1840, 2480], [660
                    [490, 1350, 1690], [520, 1190, 2390], [250, 1100, 2300], [280, 1700, 2500]],
                   dtype=float)
 NASALS = (10, 11)
-KINDS = {"dev": 0, "test": 1, "session": 2, "trials": 3}
+KINDS = {"dev": 0, "test": 1, "session": 2, "trials": 3, "augment": 4}   # seed streams
+AUGMENT_SPEAKER_BASE = 10 ** 6   # voices of the synthetic augmentation set's speech (prep/synthetic_augment.py)
 
 
 @dataclass(frozen=True)
@@ -304,23 +305,27 @@ def check_sizes(n_speakers, n_test_speakers, per_speaker, per_test_speaker, min_
     if n_speakers < 1 or n_test_speakers < 2:
         raise UserInputError(f"need at least 1 training and 2 test speakers (got --n_speakers "
                              f"{n_speakers}, --n_test_speakers {n_test_speakers})")
+    if n_speakers + n_test_speakers > AUGMENT_SPEAKER_BASE:
+        raise UserInputError(f"at most {AUGMENT_SPEAKER_BASE:,} speakers in all (the voices above are "
+                             "kept for the synthetic augmentation set's speech)")
     if per_speaker < 1 or per_test_speaker < 2:
         raise UserInputError("need at least 1 utterance per training speaker and 2 per test speaker")
     if not 0.1 <= min_seconds <= max_seconds:
         raise UserInputError(f"utterance length range {min_seconds}-{max_seconds} s is not valid")
 
 
-def run_parallel(jobs: list, workers=None) -> None:
+def run_parallel(jobs: list, workers=None, write=write_utterance, desc="synthetic corpus", unit="utt") -> None:
+    """``write(job)`` for every job, on ``workers`` processes (default: all cores), with a progress bar."""
     from multiprocessing import Pool
 
     from tqdm import tqdm
     workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(jobs), desc="synthetic corpus", unit="utt")
+    bar = dict(total=len(jobs), desc=desc, unit=unit)
     if workers == 1:
         for job in tqdm(jobs, **bar):
-            write_utterance(job)
+            write(job)
         return
     with Pool(workers) as pool:
         chunksize = max(1, len(jobs) // (workers * 16))
-        for _ in tqdm(pool.imap_unordered(write_utterance, jobs, chunksize), **bar):
+        for _ in tqdm(pool.imap_unordered(write, jobs, chunksize), **bar):
             pass

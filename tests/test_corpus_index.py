@@ -19,7 +19,7 @@ from data_loading.corpus import FeatureCorpus, list_feature_files
 from feat_extract import corpus_index
 from feat_extract.features import feature_layout
 from prep import download
-from distributed import DistContext, check_same_corpus, destroy_process_group, init_process_group
+from training.distributed import DistContext, check_same_corpus, destroy_process_group, init_process_group
 from feat_extract import feature_extraction as fe
 from feat_extract.shards import parse_shard, select_shard, shard_of
 from tests.conftest import ROOT, TRAIN_FEATURES, write_random_features

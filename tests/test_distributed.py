@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import train
-import trainer
+from training.config import resolve_config
+from training.step import build_encoder, build_step, forward_backward
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeDataset
 from model.checkpoint import torch_load, torch_save
-from distributed import DistContext, ShardedEpisodeDataset, class_shard, init_process_group, shard_rows
+from training.distributed import DistContext, ShardedEpisodeDataset, class_shard, init_process_group, shard_rows
 from tests.conftest import ROOT, write_random_features
 
 CASES = {  # name -> train.py flags (5 ways: the 2 ranks hold 2 and 3 classes)
@@ -43,8 +44,8 @@ def test_class_shards_cover_the_episode_in_shot_major_order():
 
 def test_sharded_dataset_reads_the_rows_of_its_classes(tmp_path):
     corpus = FeatureCorpus(write_random_features(tmp_path, n_speakers=6, n_utterances=4))
-    config = trainer.episode_config(trainer.resolve_config(
-        train.build_parser().parse_args(CASES["proto_gc"]), DistContext(0, 2, 0)))
+    config = resolve_config(
+        train.build_parser().parse_args(CASES["proto_gc"]), DistContext(0, 2, 0)).episode
     whole = EpisodeDataset(corpus, config, 2, seed=3)[1]
     shard = ShardedEpisodeDataset(corpus, config, 2, 3, DistContext(1, 2, 1))[1]
     support_rows, query_rows = shard_rows(5, 1, 2, 5), shard_rows(5, 2, 2, 5)
@@ -68,13 +69,13 @@ def episode_gradients(rank, world_size, port, feat_root, out_dir):
         if name == "softmax" and dtype == torch.float32:
             continue  # float32 rounding is checked on the prototypical + GC case
         args = train.build_parser().parse_args(flags + ["--channels", "4", "--sync_bn", "True", "--seed", "5"])
-        config = trainer.resolve_config(args, ctx)
-        episodes = (ShardedEpisodeDataset(corpus, trainer.episode_config(config), 1, 5, ctx) if ctx.enabled
-                    else EpisodeDataset(corpus, trainer.episode_config(config), 1, 5))
-        encoder = trainer.build_encoder(config, corpus.n_speakers, torch.device("cpu"), ctx).to(dtype)
-        step = trainer.build_step(encoder, config, ctx, torch.device("cpu")).train()
+        config = resolve_config(args, ctx)
+        episodes = (ShardedEpisodeDataset(corpus, config.episode, 1, 5, ctx) if ctx.enabled
+                    else EpisodeDataset(corpus, config.episode, 1, 5))
+        encoder = build_encoder(config, corpus.n_speakers, torch.device("cpu"), ctx).to(dtype)
+        step = build_step(encoder, config, ctx, torch.device("cpu")).train()
         batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in episodes[0].items()}
-        parts = trainer.forward_backward(step, batch, torch.device("cpu"))
+        parts = forward_backward(step, batch, torch.device("cpu"))
         results[f"{name}_{str(dtype)[-7:]}"] = {
             "parts": parts,
             "grads": {k: p.grad.clone() for k, p in encoder.named_parameters() if p.grad is not None},
@@ -200,7 +201,7 @@ def test_torchrun_with_bad_configuration_stops_with_the_message(tmp_path):
 @pytest.mark.parametrize("momentum", [None, 0.1])
 def test_cpu_sync_batchnorm_running_stats_follow_pytorch(momentum):
     """momentum=None is PyTorch's cumulative average (not 0.1); 0.1 the usual exponential average."""
-    from distributed import CpuSyncBatchNorm
+    from training.distributed import CpuSyncBatchNorm
     torch.manual_seed(0)
     synced, plain = CpuSyncBatchNorm(3, momentum=momentum), torch.nn.BatchNorm1d(3, momentum=momentum)
     batches = [torch.randn(8, 3) * scale + scale for scale in (1.0, 4.0, 9.0)]

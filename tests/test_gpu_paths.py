@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import train
-import trainer
+from training.config import resolve_config
 from evaluation.embedding import strict_fp32
 
 
@@ -45,5 +45,5 @@ def test_strict_float32_restores_the_flags_after_an_error(tf32_flags):
     (["--use_variable", "False", "--cudnn_benchmark", "False"], False),
 ])
 def test_cudnn_autotuning_default_follows_the_query_lengths(argv, expected):
-    config = trainer.resolve_config(train.build_parser().parse_args(argv))
-    assert config["cudnn_benchmark"] is expected
+    config = resolve_config(train.build_parser().parse_args(argv))
+    assert config.cudnn_benchmark is expected

@@ -17,7 +17,7 @@ ALLOWED = {
     "data_loading": {"common", "configure", "feat_extract"},
     "model": {"common", "configure"},
     "evaluation": {"common", "configure", "feat_extract", "data_loading", "model"},
-    "training": {"common", "configure", "feat_extract", "data_loading", "model"},
+    "training": {"common", "configure", "feat_extract", "data_loading", "model", "evaluation"},
 }
 FLAT_MODULES = ("configure",)
 

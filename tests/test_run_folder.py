@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-import run_folder
+from training import run_folder
 from tests.conftest import ROOT
 from tests.small_filesystems import tmpfs
 from tests.test_distributed import torchrun

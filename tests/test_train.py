@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import train
-import trainer
+from model.checkpoint import save_checkpoint
+from training.config import episodes_per_epoch, resolve_config
+from training.state import capture_rng_state, restore_rng_state
+from training.step import build_optimizer, build_scheduler
 from data_loading.episodes import EpisodeConfig
 from common.errors import UserInputError
 from model.model import background_resnet
@@ -33,26 +36,26 @@ def test_the_papers_command_lines_parse_with_their_defaults():
     parser = train.build_parser()
     args = parser.parse_args("--loss_type prototypical --use_GC True --n_shot 1 --n_query 2 "
                              "--use_variable True --nb_class_train 100".split())
-    config = trainer.resolve_config(args)
-    assert (config["loss_type"], config["use_GC"], config["n_shot"], config["n_query"],
-            config["use_variable"], config["nb_class_train"]) == ("prototypical", True, 1, 2, True, 100)
-    softmax = trainer.resolve_config(parser.parse_args(["--loss_type", "softmax"]))
-    assert softmax["nb_class_train"] == 256 and softmax["n_query"] == 2   # queries honoured, as the original
+    config = resolve_config(args)
+    assert (config.loss_type, config.use_GC, config.n_shot, config.n_query,
+            config.use_variable, config.nb_class_train) == ("prototypical", True, 1, 2, True, 100)
+    softmax = resolve_config(parser.parse_args(["--loss_type", "softmax"]))
+    assert softmax.nb_class_train == 256 and softmax.n_query == 2   # queries honoured, as the original
     papers_softmax = parser.parse_args("--loss_type softmax --n_query 0 --nb_class_train 256".split())
-    assert trainer.resolve_config(papers_softmax)["n_query"] == 0
-    defaults = trainer.resolve_config(parser.parse_args([]))
-    assert defaults["nb_class_train"] == 100 and defaults["max_epoch"] == 100 and defaults["lr"] == 0.1
-    assert (defaults["data_type"], defaults["cp_num"], defaults["use_checkpoint"]) == ("vox2", 100, False)
+    assert resolve_config(papers_softmax).n_query == 0
+    defaults = resolve_config(parser.parse_args([]))
+    assert defaults.nb_class_train == 100 and defaults.max_epoch == 100 and defaults.lr == 0.1
+    assert (defaults.data_type, defaults.cp_num, defaults.use_checkpoint) == ("vox2", 100, False)
     assert parser.parse_args(["--use_GC", "no", "--use_checkpoint", "1"]).use_GC is False
 
 
 def test_episodes_per_epoch_follow_the_paper():
     episode = EpisodeConfig(n_way=3, n_shot=1, n_query=2)
-    assert trainer.episodes_per_epoch(30, episode) == 30 // 9
-    assert trainer.episodes_per_epoch(1_092_009, EpisodeConfig(100, 1, 2)) == 3640
-    assert trainer.episodes_per_epoch(30, episode, n_episode=7) == 7
+    assert episodes_per_epoch(30, episode) == 30 // 9
+    assert episodes_per_epoch(1_092_009, EpisodeConfig(100, 1, 2)) == 3640
+    assert episodes_per_epoch(30, episode, n_episode=7) == 7
     with pytest.raises(UserInputError, match="8 training utterances are fewer than one episode needs"):
-        trainer.episodes_per_epoch(8, episode)
+        episodes_per_epoch(8, episode)
 
 
 def read_log(folder):
@@ -87,14 +90,15 @@ def test_each_loss_type_trains_and_writes_checkpoints_logs_and_curves(data_root,
     out = capsys.readouterr().out
     assert f"Epoch 2: loss {rows[1]['loss']}" in out and "global" in out
     assert not list(folder.glob(".*tmp*"))
+    assert not (folder / "tensorboard").exists()  # only with --tensorboard
 
 
 def test_random_states_survive_a_weights_only_checkpoint(tmp_path):
     import random
     torch.manual_seed(3), np.random.seed(3), random.seed(3), np.random.standard_normal(), random.gauss(0, 1)
-    trainer.save_checkpoint(tmp_path / "rng.pth", rng=trainer.capture_rng_state())
+    save_checkpoint(tmp_path / "rng.pth", rng=capture_rng_state())
     expected = (random.random(), random.gauss(0, 1), np.random.standard_normal(3), torch.rand(2))
-    trainer.restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng"])
+    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng"])
     again = (random.random(), random.gauss(0, 1), np.random.standard_normal(3), torch.rand(2))
     assert expected[:2] == again[:2]
     assert np.array_equal(expected[2], again[2]) and torch.equal(expected[3], again[3])
@@ -106,7 +110,7 @@ def test_an_old_three_key_checkpoint_fine_tunes(data_root, capsys):
     foreign = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
     path = data_root / "models" / "baseline_000" / "checkpoint_005.pth"
     # the original's layout: checkpoint_{epoch}.pth holds {'epoch': epoch + 1, 'state_dict', 'optimizer'}
-    trainer.save_checkpoint(path, epoch=6, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
+    save_checkpoint(path, epoch=6, state_dict=encoder.state_dict(), optimizer=foreign.state_dict())
     folder = run_train(data_root, "--use_checkpoint", "True", "--cp_num", "5", "--max_epoch", "6")
     assert [row["epoch"] for row in read_log(folder)] == ["6"]
     assert torch.load(folder / "checkpoint_006.pth", weights_only=True)["epoch"] == 6
@@ -116,7 +120,7 @@ def test_an_old_three_key_checkpoint_fine_tunes(data_root, capsys):
 
 def test_mismatched_width_and_missing_cp_num_are_clear_errors(data_root):
     path = data_root / "models" / "baseline_000" / "checkpoint_002.pth"
-    trainer.save_checkpoint(path, epoch=2, state_dict=background_resnet(6, "resnet34", 8).state_dict())
+    save_checkpoint(path, epoch=2, state_dict=background_resnet(6, "resnet34", 8).state_dict())
     with pytest.raises(UserInputError, match="has width 8 .--channels. but this run uses --channels 4"):
         run_train(data_root, "--use_checkpoint", "True", "--cp_num", "2")
     with pytest.raises(UserInputError, match=r"--cp_num 9.*: 2$"):
@@ -139,7 +143,7 @@ def test_bad_configurations_exit_2_with_one_line(data_root):
     assert too_many.stderr.strip().splitlines() == [
         "error: an episode needs 10 speakers with at least 3 utterances (n_shot + n_query), "
         "but the corpus has 6 such speakers out of 6"]
-    trainer.save_checkpoint(data_root / "models" / "baseline_000" / "checkpoint_004.pth", epoch=4,
+    save_checkpoint(data_root / "models" / "baseline_000" / "checkpoint_004.pth", epoch=4,
                             state_dict=background_resnet(7, "resnet34", 4).state_dict(), optimizer={})
     wrong = run_script(*common, "--nb_class_train", "3", "--use_checkpoint", "True", "--cp_num", "4")
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
@@ -148,10 +152,10 @@ def test_bad_configurations_exit_2_with_one_line(data_root):
 
 def test_learning_rate_drops_tenfold_after_four_epochs_without_improvement():
     encoder = background_resnet(3, "resnet18", 2)
-    optimizer = trainer.build_optimizer(encoder, 0.1)
+    optimizer = build_optimizer(encoder, 0.1)
     assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.9
     assert optimizer.defaults["weight_decay"] == 1e-4
-    scheduler = trainer.build_scheduler(optimizer)
+    scheduler = build_scheduler(optimizer)
     lrs = []
     for loss in [5.0, 5.0, 5.0, 5.0, 5.0, 4.0]:  # best 5.0, then 4 epochs no better than 5.0 * (1 - 1e-4)
         scheduler.step(loss)
@@ -162,16 +166,33 @@ def test_learning_rate_drops_tenfold_after_four_epochs_without_improvement():
 def test_config_file_repeats_a_run_and_flags_override(tmp_path):
     """``--config`` takes a run's saved config.json (or YAML); command-line flags win."""
     flags = "--loss_type softmax --n_query 0 --nb_class_train 7 --channels 4 --lr 0.05 --seed 3".split()
-    saved = trainer.resolve_config(train.build_parser().parse_args(flags))
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    repeated = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json")]))
-    assert {k: v for k, v in repeated.items()} == saved
-    overridden = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "config.json"),
+    saved = resolve_config(train.build_parser().parse_args(flags))
+    (tmp_path / "config.json").write_text(json.dumps(saved.as_dict()))
+    repeated = resolve_config(train.parse_args(["--config", str(tmp_path / "config.json")]))
+    assert repeated == saved
+    overridden = resolve_config(train.parse_args(["--config", str(tmp_path / "config.json"),
                                                           "--n_folder", "4", "--lr", "0.2"]))
-    assert (overridden["n_folder"], overridden["lr"], overridden["nb_class_train"]) == (4, 0.2, 7)
+    assert (overridden.n_folder, overridden.lr, overridden.nb_class_train) == (4, 0.2, 7)
     (tmp_path / "run.yaml").write_text("loss_type: prototypical\nn_query: 3\nuse_GC: false\n")
-    from_yaml = trainer.resolve_config(train.parse_args(["--config", str(tmp_path / "run.yaml")]))
-    assert (from_yaml["loss_type"], from_yaml["n_query"], from_yaml["use_GC"]) == ("prototypical", 3, False)
+    from_yaml = resolve_config(train.parse_args(["--config", str(tmp_path / "run.yaml")]))
+    assert (from_yaml.loss_type, from_yaml.n_query, from_yaml.use_GC) == ("prototypical", 3, False)
     (tmp_path / "bad.yaml").write_text("n_querys: 3\n")
     with pytest.raises(UserInputError, match=r"--config .*bad.yaml: unknown setting\(s\) n_querys"):
         train.parse_args(["--config", str(tmp_path / "bad.yaml")])
+
+
+def test_tensorboard_scalars_equal_the_train_log(data_root):
+    """``--tensorboard`` writes the train_log.csv columns as TensorBoard scalars (the tensorboard
+    package's event files, read back with its own reader), one point per epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    folder = run_train(data_root, "--max_epoch", "2", "--tensorboard")
+    rows = read_log(folder)
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    assert {"loss/total", "loss/episodic", "loss/global", "accuracy/episodic", "accuracy/global", "lr",
+            "throughput/samples_per_s"} <= set(events.Tags()["scalars"])
+    for tag, column in (("loss/total", "loss"), ("accuracy/global", "acc_g"), ("lr", "lr")):
+        points = events.Scalars(tag)
+        assert [p.step for p in points] == [1, 2]
+        assert [p.value for p in points] == pytest.approx([float(row[column]) for row in rows], rel=1e-6)
+    assert json.loads((folder / "config.json").read_text())["tensorboard"] is True

@@ -228,7 +228,7 @@ def test_wav_index_errors_name_the_problem(corpus_root, tmp_path):
 def test_a_ranks_share_of_an_augmented_episode_is_the_same_crops(corpus_root, corpora, noise_dir):
     """torchrun: each rank makes only its classes' crops; with augmentation they equal the rows of the
     whole episode made in one process (each crop's draws depend on its position, not on the rank)."""
-    from distributed import DistContext, ShardedEpisodeDataset, shard_rows
+    from training.distributed import DistContext, ShardedEpisodeDataset, shard_rows
     features, _ = corpora
     augmenter = augment.Augmenter(noise_dir, None, seed=0, quiet=True)
     waves = WaveCorpus(features, load_wav_index(features, corpus_root / "wav"), augmenter=augmenter)

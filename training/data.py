@@ -1,0 +1,47 @@
+"""Episodes for the training loop: a DataLoader over ``(epoch, index)`` keys, so persistent workers
+always build episode ``index`` of the right epoch (episodes are pure functions of seed, epoch, index)."""
+import torch
+
+from data_loading.episodes import EpisodeDataset
+from training.config import TrainConfig
+from training.distributed import DistContext, ShardedEpisodeDataset
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` so that persistent DataLoader workers always know the epoch."""
+
+    def __init__(self, n_episodes: int):
+        self.n_episodes = n_episodes
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def __iter__(self):
+        return iter([(self.epoch, index) for index in range(self.n_episodes)])
+
+
+class EpochEpisodes(torch.utils.data.Dataset):
+    def __init__(self, episodes: EpisodeDataset):
+        self.episodes = episodes
+
+    def __getitem__(self, key) -> dict:
+        epoch, index = key
+        self.episodes.set_epoch(epoch)
+        return self.episodes[index]
+
+
+def build_loader(corpus, config: TrainConfig, n_episodes: int, ctx: DistContext, device: torch.device):
+    """(DataLoader, its EpochSampler): this rank's share of every episode, ``config.workers`` workers."""
+    if ctx.enabled:
+        episodes = ShardedEpisodeDataset(corpus, config.episode, n_episodes, config.seed, ctx)
+    else:
+        episodes = EpisodeDataset(corpus, config.episode, n_episodes, config.seed)
+    sampler = EpochSampler(n_episodes)
+    extra = {"prefetch_factor": 4, "persistent_workers": True} if config.workers > 0 else {}
+    loader = torch.utils.data.DataLoader(EpochEpisodes(episodes), batch_size=None, sampler=sampler,
+                                         num_workers=config.workers, pin_memory=device.type == "cuda", **extra)
+    return loader, sampler

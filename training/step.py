@@ -1,0 +1,88 @@
+"""One training step of the paper: the encoder, its objective, SGD + ReduceLROnPlateau, forward/backward.
+
+Each step runs support and query through the encoder in two forward passes (train-mode BatchNorm
+statistics per pass, as the original) and back-propagates ``EpisodeObjective``.
+"""
+import torch
+import torch.nn as nn
+
+from data_loading.episodes import EpisodeConfig
+from model.loss import LOSSES, EpisodeObjective
+from model.registry import build_model
+from training.config import TrainConfig
+from training.distributed import DistContext, convert_sync_batchnorm, gather_shot_major
+
+
+class EpisodeStep(nn.Module):
+    """Encoder + objective in one module (so DDP sees one forward): support and query embedded in two
+    passes, gathered over ranks into the whole shot-major episode, then the losses."""
+
+    def __init__(self, encoder: nn.Module, objective: EpisodeObjective, episode: EpisodeConfig,
+                 ctx: DistContext = DistContext()):
+        super().__init__()
+        self.encoder = encoder
+        self.objective = objective
+        self.episode = episode
+        self.ctx = ctx
+
+    def forward(self, support, query, label_g) -> dict:
+        n_way = self.episode.n_way
+        support_emb = gather_shot_major(self.encoder(support), self.episode.n_shot, n_way, self.ctx)
+        if self.episode.n_query:
+            query_emb = gather_shot_major(self.encoder(query), self.episode.n_query, n_way, self.ctx)
+        else:
+            query_emb = support_emb[:0]
+        return self.objective(support_emb, query_emb, label_g, n_way, self.encoder.weight)
+
+
+def build_encoder(config: TrainConfig, num_classes: int, device: torch.device, ctx: DistContext):
+    """The registry's model, the same initial weights on every rank (seeded), class weights trained
+    only when the objective needs them."""
+    torch.manual_seed(config.seed)
+    encoder = build_model(config.model, num_classes=num_classes, backbone=config.backbone,
+                          channels=config.channels)
+    if config.sync_bn and ctx.enabled:
+        encoder = convert_sync_batchnorm(encoder, device)
+    encoder.weight.requires_grad_(LOSSES[config.loss_type](use_gc=config.use_GC).needs_class_weights)
+    encoder = encoder.to(device)
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder
+
+
+def build_step(encoder, config: TrainConfig, ctx: DistContext, device: torch.device) -> nn.Module:
+    margins = {key: getattr(config, key) for key in ("margin", "scale") if getattr(config, key) is not None}
+    objective = EpisodeObjective(config.loss_type, config.use_GC, config.gc_loss or "softmax", **margins)
+    step = EpisodeStep(encoder, objective, config.episode, ctx)
+    if ctx.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        step = nn.parallel.DistributedDataParallel(step, device_ids=device_ids)
+    return step
+
+
+def build_optimizer(encoder: nn.Module, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(encoder.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def build_scheduler(optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3,
+                                                      min_lr=1e-5, threshold=1e-4)
+
+
+def forward_backward(step: nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    """Loss parts of one episode (detached), gradients accumulated into the parameters."""
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    support = batch["support"].to(device, non_blocking=True, memory_format=memory_format)
+    query = batch["query"].to(device, non_blocking=True, memory_format=memory_format)
+    label_g = batch["label_g"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        parts = step(support, query, label_g)
+    parts["loss"].backward()
+    return {key: value.detach().float() for key, value in parts.items()}
+
+
+def train_step(step: nn.Module, optimizer, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    optimizer.zero_grad(set_to_none=True)
+    parts = forward_backward(step, batch, device, amp)
+    optimizer.step()
+    return parts

@@ -90,7 +90,9 @@ def add_waveform_arguments(parser) -> None:
                              "default: simulated shoebox rooms")
     parser.add_argument("--speed_perturb", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="also play every recording at 0.9x and 1.1x speed, as new speakers (3x speakers)")
-
+    parser.add_argument("--wav_fbank", choices=("workers", "device"), default="workers",
+                        help="--input wav: compute the features in the DataLoader workers, or on the training "
+                             "device (GPU) in the step, from the crops' samples")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -21,6 +21,7 @@ k = 0, 1, 2 for 1.0, 0.9, 1.1). A crop of a perturbed utterance resamples only t
 (plus a margin wider than the resampling filter, aligned on whole resampling periods), which equals
 the same stretch of the whole perturbed recording (tested).
 """
+import functools
 import hashlib
 import os
 import sys
@@ -40,6 +41,7 @@ from feat_extract.fbank import INT16_SCALE, PREEMPHASIS
 from feat_extract.torch_fbank import TorchFbank, frame_geometry
 
 INPUTS = ("features", "wav")
+FBANK_PLACES = ("workers", "device")   # --wav_fbank: where --input wav computes the features
 SPEEDS = (1.0, 0.9, 1.1)
 AUGMENT_STREAM = 104729        # seeds each crop's augmentation apart from the episode's own stream
 RESAMPLE_MARGIN_BLOCKS = 8     # resampling periods read beyond a stretch (>= the filter's half length)
@@ -50,7 +52,7 @@ def resolve_waveform_config(config: dict) -> dict:
     """Defaults of the waveform settings (``wav_dir``: the wav folder the training features mirror,
     configure.SPLITS)."""
     settings = {"input": config.get("input") or "features", "augment": bool(config.get("augment")),
-                "speed_perturb": bool(config.get("speed_perturb"))}
+                "speed_perturb": bool(config.get("speed_perturb")), "wav_fbank": config.get("wav_fbank") or "workers"}
     if settings["input"] == "wav" and not config.get("wav_dir"):
         settings["wav_dir"] = str(configure.wav_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
     return settings
@@ -60,11 +62,14 @@ def check_waveform_config(config: dict) -> None:
     """Flags that do not fit together, and augmentation folders that cannot be used: one error each."""
     if config["input"] not in INPUTS:
         raise UserInputError(f"--input must be one of {', '.join(INPUTS)}, got {config['input']!r}")
+    if config["wav_fbank"] not in FBANK_PLACES:
+        raise UserInputError(f"--wav_fbank must be one of {', '.join(FBANK_PLACES)}, got {config['wav_fbank']!r}")
     if config["input"] != "wav":
-        for flag in ("augment", "speed_perturb", "noise_dir", "rir_dir", "wav_dir"):
-            if config.get(flag):
-                raise UserInputError(f"--{flag} works on recordings: it needs --input wav (training "
-                                     "crops are cut from stored features by default)")
+        given = [flag for flag in ("augment", "speed_perturb", "noise_dir", "rir_dir", "wav_dir") if config.get(flag)]
+        given += ["wav_fbank"] if config["wav_fbank"] != "workers" else []
+        if given:
+            raise UserInputError(f"--{given[0]} works on recordings: it needs --input wav (training crops are "
+                                 "cut from stored features by default)")
         return
     if not config["augment"]:
         for flag in ("noise_dir", "rir_dir"):
@@ -84,7 +89,7 @@ def training_corpus(features, config: dict, reindex: bool = False, is_main: bool
     wav_index = load_wav_index(features, config["wav_dir"], reindex, builder=is_main)
     augmenter = Augmenter(config["noise_dir"], config.get("rir_dir"), config["seed"], quiet=not is_main) \
         if config["augment"] else None
-    corpus = WaveCorpus(features, wav_index, config["speed_perturb"], augmenter)
+    corpus = WaveCorpus(features, wav_index, config["speed_perturb"], augmenter, config["wav_fbank"])
     if is_main:
         print(f"note: --input wav: crops cut from the recordings in {wav_index.wav_dir}, features computed "
               "on the fly" + (f"; {augmenter.describe()}" if augmenter else "")
@@ -110,8 +115,9 @@ class WaveCorpus:
     """The recordings of a ``FeatureCorpus`` (with ``--speed_perturb``, three times over), with what
     the episode planner uses (``labels``, ``speakers``, ``n_frames``, ``by_speaker``) and ``crops``."""
 
-    def __init__(self, features, wav_index, speed_perturb: bool = False, augmenter: Augmenter = None):
-        self.features, self.wav_index, self.augmenter = features, wav_index, augmenter
+    def __init__(self, features, wav_index, speed_perturb: bool = False, augmenter: Augmenter = None,
+                 fbank_on: str = "workers"):
+        self.features, self.wav_index, self.augmenter, self.fbank_on = features, wav_index, augmenter, fbank_on
         self.speeds = SPEEDS if speed_perturb else SPEEDS[:1]
         self.rates = [resampling(speed) for speed in self.speeds]
         n_base = len(features)
@@ -173,9 +179,12 @@ class WaveCorpus:
         resampled = resample_poly(self.read_recording(base, down * block, last), up, down)
         return resampled[first - up * block:stop - up * block]
 
-    def emphasised_crop(self, row: int, start: int, length: int, rng=None) -> tuple:
-        """(pre-emphasised samples of the crop's frames, frames): frames ``[start, start + m)``,
-        m = min(length, frames); a crop past the end starts at 0 (``fill_crop``'s tiling)."""
+    def crop_samples(self, row: int, start: int, length: int, rng=None) -> tuple:
+        """(samples, valid, frames) of a crop of frames ``[start, start + m)``, m = min(length, frames)
+        (a crop past the end starts at 0: ``fill_crop``'s tiling). ``samples`` (1 + the frames' span)
+        holds the sample before the first frame (0 at the recording's start, which makes pre-emphasis
+        keep the first sample as python_speech_features does), then the frames' samples, augmented
+        when there is an augmenter, zero past the recording's end; ``valid`` of them exist."""
         total = int(self.n_frames[row])
         start = 0 if total < start + length else start
         frames = min(length, total)
@@ -185,38 +194,89 @@ class WaveCorpus:
         samples = self.read_samples(row, first - lead, first + width)
         if self.augmenter is not None:
             samples = self.augmenter(samples, rng)
-        differences = samples[1:] - PREEMPHASIS * samples[:-1]
-        emphasised = np.zeros(width)   # zeros past the recording's end, as python_speech_features pads
-        if lead:
-            emphasised[:len(differences)] = differences
-        else:
-            emphasised[0] = samples[0]
-            emphasised[1:len(samples)] = differences
-        return emphasised, frames
+        padded = np.zeros(1 + width)
+        padded[1 - lead:1 - lead + len(samples)] = samples
+        return padded, len(samples) - lead, frames
 
     # ------------------------------------------------------------ crops for the episodes
-    def crops(self, utterances, starts, length: int, positions, key: tuple) -> torch.Tensor:
+    def crops(self, utterances, starts, length: int, positions, key: tuple):
         """(n, 1, 40, length) float32 model input of crops ``positions`` of episode ``key`` = (seed,
-        epoch, index), each with its mean over time subtracted, like ``episodes.crops_tensor``."""
-        if self.fbank is None:
+        epoch, index), each with its mean over time subtracted, like ``episodes.crops_tensor``. With
+        ``fbank_on="device"`` a ``DeviceCrops`` instead, whose features are computed where it is moved."""
+        if self.fbank_raw is None:
             self.fbank, self.fbank_raw = TorchFbank(normalise=True), TorchFbank(normalise=False)
         out = empty_crops(len(utterances), length)
-        whole, signals = [], []
+        whole, signals, valid = [], [], []
         for number, (row, start, position) in enumerate(zip(utterances, starts, positions)):
             rng = None if self.augmenter is None else np.random.default_rng([*key, AUGMENT_STREAM, int(position)])
-            emphasised, frames = self.emphasised_crop(int(row), int(start), length, rng)
+            samples, n_valid, frames = self.crop_samples(int(row), int(start), length, rng)
             if frames == length:
                 whole.append(number)
-                signals.append(emphasised)
+                signals.append(samples)
+                valid.append(n_valid)
             else:   # shorter than the crop: its frames tiled, then the tiled crop's mean subtracted
-                raw = self.fbank_raw(torch.from_numpy(emphasised), emphasised=True)
+                emphasised = preemphasis(torch.from_numpy(samples[None]), torch.tensor([n_valid]))[0]
+                raw = self.fbank_raw(emphasised, emphasised=True)
                 tiled = raw[torch.arange(length) % frames].double()
                 out[number, 0] = (tiled - tiled.mean(0)).t().float()
+        valid = torch.tensor(valid, dtype=torch.int64)
+        if self.fbank_on == "device":   # float32 holds int16-scale samples exactly
+            samples = torch.from_numpy(np.stack(signals).astype(np.float32)) if signals else torch.zeros(0, 2)
+            return DeviceCrops(samples, valid, torch.tensor(whole, dtype=torch.int64), out)
         if whole:
-            features = self.fbank(torch.from_numpy(np.stack(signals)), emphasised=True)
+            features = self.fbank(preemphasis(torch.from_numpy(np.stack(signals)), valid), emphasised=True)
             out[torch.tensor(whole), 0] = features.transpose(1, 2)
         check_finite_crops(out, [self.wav_path(int(self.base[row])) for row in utterances])
         return out
+
+
+def preemphasis(samples: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(n, 1 + span) samples as ``crop_samples`` lays them out -> (n, span) float64 pre-emphasised
+    samples, zero from each row's ``valid`` on (python_speech_features pads after pre-emphasis)."""
+    samples = samples.double()
+    emphasised = samples[:, 1:] - PREEMPHASIS * samples[:, :-1]
+    inside = torch.arange(emphasised.shape[1], device=samples.device)[None, :] < valid.to(samples.device)[:, None]
+    return emphasised * inside
+
+
+class DeviceCrops:
+    """Crops whose features are computed on the training device (``--wav_fbank device``): the samples
+    of the crops that need no tiling (float32, laid out as ``crop_samples`` makes them, with their
+    ``valid`` counts) and the model input of the others (made in the worker: an utterance shorter than
+    the crop is rare). ``to(device)``, which
+    the training step calls on every batch part, computes the features there (float64 ``TorchFbank``,
+    the crop's mean subtracted) and returns the (n, 1, 40, frames) tensor. The DataLoader pins its
+    tensors (``pin_memory``) like any other."""
+
+    def __init__(self, samples: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, features: torch.Tensor):
+        self.samples, self.valid, self.rows, self.features = samples, valid, rows, features
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.features.shape
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def pin_memory(self) -> "DeviceCrops":
+        return DeviceCrops(self.samples.pin_memory(), self.valid, self.rows, self.features.pin_memory())
+
+    def to(self, device, non_blocking: bool = False, memory_format=torch.contiguous_format) -> torch.Tensor:
+        device = torch.device(device)
+        features = self.features.to(device, non_blocking=non_blocking)
+        if len(self.rows):
+            emphasised = preemphasis(self.samples.to(device, non_blocking=non_blocking), self.valid)
+            computed = device_fbank(device)(emphasised, emphasised=True)
+            features[self.rows.to(device)] = computed.transpose(1, 2).unsqueeze(1)
+        if not torch.isfinite(features[:, 0, :, 0]).all():
+            raise UserInputError("NaN or infinite values in training crops computed from recordings")
+        return features.contiguous(memory_format=memory_format)
+
+
+@functools.lru_cache(maxsize=None)
+def device_fbank(device: torch.device) -> TorchFbank:
+    """One ``TorchFbank`` per device (its window and filters moved there once)."""
+    return TorchFbank(normalise=True).to(device)
 
 
 def check_finite_crops(crops: torch.Tensor, paths: list) -> None:

@@ -99,6 +99,10 @@ def test_wav_training_without_augmentation_trains_as_from_features(data):
     b = torch.load(data / "wav/baseline_000/checkpoint_001.pth", weights_only=True)["state_dict"]
     for key in a:   # two SGD steps at lr 0.1 amplify the 1e-5 differences of the inputs (BN variances ~3e5)
         assert (a[key].float() - b[key].float()).abs().max() <= 5e-3 * (1 + a[key].float().abs().max()), key
+    # --wav_fbank device: the same features computed in the step (the CPU standing in for the GPU)
+    train.main(flags(data, "wav_device", "--max_epoch", 1, "--workers", 1, "--input", "wav", "--wav_fbank", "device"))
+    c = torch.load(data / "wav_device/baseline_000/checkpoint_001.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(b[key], c[key]) for key in b)
 
 
 def test_speed_perturbation_trains_three_times_the_speakers(data):
@@ -111,6 +115,7 @@ def test_speed_perturbation_trains_three_times_the_speakers(data):
 @pytest.mark.parametrize("extra, message", [
     (("--augment",), "--augment works on recordings: it needs --input wav"),
     (("--noise_dir", "NOISE"), "--noise_dir works on recordings: it needs --input wav"),
+    (("--wav_fbank", "device"), "--wav_fbank works on recordings: it needs --input wav"),
     (("--input", "wav", "--augment"), "--augment needs --noise_dir"),
     (("--input", "wav", "--noise_dir", "NOISE"), "--noise_dir is only used with --augment"),
     (("--input", "wav", "--augment", "--noise_dir", "MISSING"), "--noise_dir .*missing: no such folder"),

@@ -238,3 +238,18 @@ def test_a_ranks_share_of_an_augmented_episode_is_the_same_crops(corpus_root, co
     rows = shard_rows(4, 1, 2, 4)
     assert torch.equal(share["support"], whole["support"][rows])
     assert torch.equal(share["query"], whole["query"][rows])
+
+
+def test_features_computed_on_the_device_equal_those_of_the_workers(corpus_root, corpora):
+    """--wav_fbank device: the worker sends samples (and the tiled crops' features); ``to(device)``
+    computes the rest there (here the CPU stands in for the GPU)."""
+    features, waves = corpora
+    on_device = WaveCorpus(features, load_wav_index(features, corpus_root / "wav"), fbank_on="device")
+    rows = np.arange(len(features))                     # includes utterances shorter than 200 frames
+    starts = np.zeros(len(rows), dtype=np.int64)
+    for length in (200, 250):
+        expected = waves.crops(rows, starts, length, rows, (0, 1, 0))
+        sent = on_device.crops(rows, starts, length, rows, (0, 1, 0))
+        assert sent.shape == expected.shape and 0 < len(sent.rows) < len(rows)
+        got = sent.to(torch.device("cpu"), non_blocking=True, memory_format=torch.contiguous_format)
+        assert torch.equal(got, expected)   # float32 carries int16 samples exactly: the same float64 sums

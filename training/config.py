@@ -69,6 +69,7 @@ class TrainConfig:
     noise_dir: Optional[str] = None
     rir_dir: Optional[str] = None
     speed_perturb: bool = False
+    wav_fbank: str = "workers"
 
     def as_dict(self) -> dict:
         """Plain JSON-able values (config.json, the checkpoint's ``config``)."""

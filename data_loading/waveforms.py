@@ -105,8 +105,9 @@ def resampling(speed: float) -> tuple:
     return ratio.numerator, ratio.denominator
 
 
-def perturbed_samples(n_samples, up: int, down: int):
-    """Samples ``resample_poly(x, up, down)`` gives for ``n_samples`` (``ceil(n * up / down)``)."""
+def perturbed_samples(n_samples, up, down) -> np.ndarray:
+    """Samples ``resample_poly(x, up, down)`` gives for ``n_samples`` (``ceil(n * up / down)``; arrays
+    of any of them work element by element)."""
     return -(-np.asarray(n_samples, dtype=np.int64) * up // down)
 
 
@@ -127,7 +128,7 @@ class WaveCorpus:
         self.speakers = [name if speed == 1.0 else f"{name}@speed{speed}"
                          for speed in self.speeds for name in features.speakers]
         ups, downs = (np.array(values, dtype=np.int64)[self.speed_code] for values in zip(*self.rates))
-        self.n_samples = -(-wav_index.n_samples[self.base] * ups // downs)
+        self.n_samples = perturbed_samples(wav_index.n_samples[self.base], ups, downs)
         self.n_frames = frames_of(self.n_samples)
         order = np.argsort(self.labels, kind="stable")
         bounds = np.searchsorted(self.labels[order], np.arange(len(self.speakers) + 1))

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
     parser.add_argument("--val_features", nargs="+", default=None,
                         help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
+    add_waveform_arguments(parser)
     configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
@@ -71,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature store's corpus index before training (done by itself when stale)")
     return parser
+
+
+def add_waveform_arguments(parser) -> None:
+    """Training from recordings and augmenting them (beyond the paper; docs/training.md)."""
+    parser.add_argument("--input", choices=("features", "wav"), default="features",
+                        help="cut training crops from the stored features (the paper) or from the recordings, "
+                             "features computed on the fly")
+    parser.add_argument("--wav_dir", type=str, default=None,
+                        help="recordings of the training features, same <speaker>/<session>/<utt> paths "
+                             "(default: the wav folder they were extracted from, e.g. voxceleb2/dev/wav)")
+    parser.add_argument("--augment", type=configure.str2bool, nargs="?", const=True, default=False,
+                        help="noise, music, babble (MUSAN --noise_dir) or reverberation (--rir_dir, else simulated rooms)")
+    parser.add_argument("--noise_dir", type=str, default=None, help="MUSAN-style folder: noise/, music/, speech/")
+    parser.add_argument("--rir_dir", type=str, default=None,
+                        help="room impulse responses (*.wav below it, e.g. RIRS_NOISES/simulated_rirs); "
+                             "default: simulated shoebox rooms")
+    parser.add_argument("--speed_perturb", type=configure.str2bool, nargs="?", const=True, default=False,
+                        help="also play every recording at 0.9x and 1.1x speed, as new speakers (3x speakers)")
+    parser.add_argument("--wav_fbank", choices=("workers", "device"), default="workers",
+                        help="--input wav: compute the features in the DataLoader workers, or on the training "
+                             "device (GPU) in the step, from the crops' samples")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

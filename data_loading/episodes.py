@@ -154,11 +154,18 @@ class EpisodeDataset(torch.utils.data.Dataset):
         rng = episode_rng(self.seed, self.epoch, index)
         return plan_episode(self.corpus, self.config, rng, self.speakers)
 
+    def crops(self, plan: EpisodePlan, rows: np.ndarray, length: int, index: int) -> torch.Tensor:
+        """Crops ``rows`` (positions in the plan) of episode ``index``: read from the feature files, or,
+        when the corpus makes its own (``--input wav``: ``data_loading.waveforms.WaveCorpus.crops``),
+        cut from the recordings with (seed, epoch, index) seeding any augmentation."""
+        make_crops = getattr(self.corpus, "crops", None)
+        if make_crops is None:
+            return crops_tensor(self.corpus, plan.utterances[rows], plan.starts[rows], length)
+        return make_crops(plan.utterances[rows], plan.starts[rows], length, rows, (self.seed, self.epoch, index))
+
     def __getitem__(self, index: int) -> dict:
         plan = self.plan(index)
-        n_support = plan.n_support
-        support = crops_tensor(self.corpus, plan.utterances[:n_support], plan.starts[:n_support],
-                               plan.support_frames)
-        query = crops_tensor(self.corpus, plan.utterances[n_support:], plan.starts[n_support:],
-                             plan.query_frames)
+        rows = np.arange(len(plan.utterances))
+        support = self.crops(plan, rows[:plan.n_support], plan.support_frames, index)
+        query = self.crops(plan, rows[plan.n_support:], plan.query_frames, index)
         return {"support": support, "query": query, "label_g": torch.from_numpy(plan.label_g)}

@@ -69,21 +69,23 @@ class TorchFbank(nn.Module):
         filters = torch.from_numpy(mel_filterbank(sample_rate)).t().contiguous()
         self.register_buffer("filters", filters.to(dtype), persistent=False)   # (257, 40)
 
-    def frames(self, signals: torch.Tensor) -> torch.Tensor:
-        """Pre-emphasised, zero-padded, windowed frames: (..., frames, frame_length)."""
-        emphasised = torch.cat([signals[..., :1], signals[..., 1:] - PREEMPHASIS * signals[..., :-1]], -1)
+    def frames(self, signals: torch.Tensor, emphasised: bool = False) -> torch.Tensor:
+        """Pre-emphasised, zero-padded, windowed frames: (..., frames, frame_length). ``emphasised``:
+        the signals are pre-emphasised already (training crops cut from inside a recording)."""
+        if not emphasised:
+            signals = torch.cat([signals[..., :1], signals[..., 1:] - PREEMPHASIS * signals[..., :-1]], -1)
         count = n_frames(signals.shape[-1], self.sample_rate)
         padded_length = (count - 1) * self.frame_step + self.frame_length
-        emphasised = nn.functional.pad(emphasised, (0, padded_length - signals.shape[-1]))
-        return emphasised.unfold(-1, self.frame_length, self.frame_step) * self.window
+        padded = nn.functional.pad(signals, (0, padded_length - signals.shape[-1]))
+        return padded.unfold(-1, self.frame_length, self.frame_step) * self.window
 
-    def forward(self, signals: torch.Tensor) -> torch.Tensor:
+    def forward(self, signals: torch.Tensor, emphasised: bool = False) -> torch.Tensor:
         if signals.shape[-1] < 1:
             raise ValueError("cannot compute features of an empty signal")
         signals = signals.to(device=self.window.device, dtype=self.dtype)
         rows = signals.reshape(-1, signals.shape[-1])
         per_chunk = max(1, self.chunk_frames // n_frames(signals.shape[-1], self.sample_rate))
-        features = torch.cat([self.log_energies(rows[start:start + per_chunk])
+        features = torch.cat([self.log_energies(rows[start:start + per_chunk], emphasised)
                               for start in range(0, rows.shape[0], per_chunk)])
         return features.view(*signals.shape[:-1], *features.shape[-2:])
 
@@ -93,8 +95,8 @@ class TorchFbank(nn.Module):
         whole batch of 32 x 8 s); a GPU takes the batch at once."""
         return 1 << 30 if self.window.is_cuda else 2048
 
-    def log_energies(self, signals: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.fft.rfft(self.frames(signals), n=N_FFT)
+    def log_energies(self, signals: torch.Tensor, emphasised: bool = False) -> torch.Tensor:
+        spectrum = torch.fft.rfft(self.frames(signals, emphasised), n=N_FFT)
         power = (spectrum.real.square() + spectrum.imag.square()) / N_FFT
         log_energies = 20 * torch.log10(torch.clamp(power @ self.filters, min=LOG_FLOOR))
         if self.normalise:

@@ -14,6 +14,7 @@ from typing import Optional
 import configure
 from common.errors import UserInputError
 from data_loading.episodes import EpisodeConfig
+from data_loading.waveforms import check_waveform_config, resolve_waveform_config
 from model.loss import CLASSIFICATION_LOSSES, LOSSES
 from training.distributed import DistContext
 
@@ -61,6 +62,14 @@ class TrainConfig:
     val_features: Optional[list]
     tensorboard: bool = False
     world_size: int = 1
+    # training from recordings (data_loading/waveforms.py): --input wav, augmentation, speed perturbation
+    input: str = "features"
+    wav_dir: Optional[str] = None
+    augment: bool = False
+    noise_dir: Optional[str] = None
+    rir_dir: Optional[str] = None
+    speed_perturb: bool = False
+    wav_fbank: str = "workers"
 
     def as_dict(self) -> dict:
         """Plain JSON-able values (config.json, the checkpoint's ``config``)."""
@@ -98,6 +107,7 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     values["model_dir"] = str(values["model_dir"] or configure.SAVED_MODEL_DIR)
     values["tensorboard"] = bool(values["tensorboard"])
     values["world_size"] = ctx.world_size
+    values.update(resolve_waveform_config(values))   # --input wav: the wav folder the features mirror
     config = TrainConfig(**values)
     check_config(config)
     return config
@@ -126,6 +136,7 @@ def check_config(config: TrainConfig) -> None:
     if config.nb_class_train < config.world_size:
         raise UserInputError(f"--nb_class_train {config.nb_class_train} is smaller than the "
                              f"{config.world_size} processes sharing each episode")
+    check_waveform_config(config.as_dict())   # --input wav, --augment and their folders
 
 
 def episodes_per_epoch(n_utterances: int, episode: EpisodeConfig, n_episode=None) -> int:

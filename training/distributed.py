@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data_loading.episodes import EpisodeDataset, crops_tensor
+from data_loading.episodes import EpisodeDataset
 from common.errors import UserInputError
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=10)
@@ -145,10 +145,8 @@ class ShardedEpisodeDataset(EpisodeDataset):
         support_rows = shard_rows(n_way, plan.n_shot, self.first, self.stop)
         n_query = (len(plan.utterances) - plan.n_support) // n_way
         query_rows = plan.n_support + shard_rows(n_way, n_query, self.first, self.stop)
-        support = crops_tensor(self.corpus, plan.utterances[support_rows], plan.starts[support_rows],
-                               plan.support_frames)
-        query = crops_tensor(self.corpus, plan.utterances[query_rows], plan.starts[query_rows],
-                             plan.query_frames)
+        support = self.crops(plan, support_rows, plan.support_frames, index)
+        query = self.crops(plan, query_rows, plan.query_frames, index)
         return {"support": support, "query": query, "label_g": torch.from_numpy(plan.label_g)}
 
 

@@ -16,6 +16,7 @@ import torch
 import configure
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, check_episode_config
+from data_loading.waveforms import training_corpus
 from evaluation.validation import best_so_far, validation_for
 from model.checkpoint import load_checkpoint, resolve_checkpoint
 from training.config import TrainConfig, episodes_per_epoch, resolve_config
@@ -61,6 +62,7 @@ def prepare(args, claims: contextlib.ExitStack) -> TrainingRun:
     config = resolve_config(args, ctx)
     corpus = FeatureCorpus(configure.feature_dir(config.save_path, *configure.TRAIN_DATA[config.data_type]),
                            reindex=getattr(args, "reindex", False), build_index=ctx.is_main)  # others wait for rank 0
+    corpus = training_corpus(corpus, config.as_dict(), getattr(args, "reindex", False), ctx.is_main)  # --input wav
     check_episode_config(corpus, config.episode)  # enough speakers?
     if ctx.is_main:
         report_unused_speakers(corpus, config.episode)

@@ -11,7 +11,9 @@ from pathlib import Path
 RUNS = {1: ("train_features", "crops from the stored features (the paper)"),
         2: ("train_wav", "--input wav: crops from the recordings, fbank on the fly"),
         3: ("train_wav_augment", "--input wav --augment (noise/music/babble + RIRs)"),
-        4: ("train_wav_augment_speed", "--input wav --augment --speed_perturb")}
+        4: ("train_wav_augment_speed", "--input wav --augment --speed_perturb"),
+        5: ("train_wav_device", "--input wav --wav_fbank device: fbank on the GPU in the step"),
+        6: ("train_wav_augment_device", "--input wav --wav_fbank device --augment")}
 
 
 def read_steps(out: Path) -> dict:

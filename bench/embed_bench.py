@@ -128,7 +128,7 @@ def table(rows: list, width: int, repeats, device: str) -> str:
         for key in ("peak_rss_mb", "peak_gpu_mb"):
             cells += [f"{r[key]:,.0f} MB" if key in r else r["failed"] for r in (original, ours)]
         speeds = [row["audio_s"] / r["seconds"] if "seconds" in r else None for r in (original, ours)]
-        cells += [f"{s:,.0f}" if s else "failed" for s in speeds]
+        cells += [f"{s:,.1f}" if s else r["failed"] for s, r in zip(speeds, (original, ours))]
         cells.append(f"{speeds[1] / speeds[0]:.2f}x" if all(speeds) else "")
         lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

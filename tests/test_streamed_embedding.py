@@ -10,6 +10,8 @@ import torch
 from scipy.signal import resample_poly
 
 import embed as embed_cmd
+import score as score_cmd
+import verify as verify_cmd
 from common.errors import UserInputError
 from evaluation import recordings
 from evaluation.long_recordings import chunk_plan
@@ -166,6 +168,16 @@ def test_audio_that_breaks_mid_stream_is_one_error_naming_the_file(tmp_path, tru
     encoder = SpeakerEncoder.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(UserInputError, match=rf"^{truncated_flac}: cannot read audio"):
         encoder.embed(truncated_flac)
+    good = truncated_flac.parent / "good.wav"
+    (tmp_path / "trials.txt").write_text(f"1 {good.name} {truncated_flac.name}\n")
+    for main, args in ((verify_cmd.main, ["--threshold", 0.5, good, truncated_flac]),
+                       (score_cmd.main, ["--trials", tmp_path / "trials.txt", "--audio_root", good.parent,
+                                         "--out_dir", tmp_path / "scores"])):
+        result = run_in_process(main, capsys, "--checkpoint", checkpoint, *args)
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(error_lines) == 1 and f"{truncated_flac}: cannot read audio" \
+            in error_lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "scores").exists()
 
 
 def test_embed_command_streams_long_files_with_small_blocks(tmp_path, capsys, monkeypatch):

@@ -196,3 +196,14 @@ def test_embed_command_streams_long_files_with_small_blocks(tmp_path, capsys, mo
     assert result.returncode == 0, result.stderr
     assert seen == [(1399, 400)]            # streamed: 1,399 frames in chunks of 400
     np.testing.assert_allclose(np.load(tmp_path / "emb" / "long.npy"), one_pass(model, samples), rtol=0, atol=1e-4)
+
+
+def test_ecapa_gets_streamed_audio_and_one_forward_over_all_frames(tmp_path):
+    """ECAPA-TDNN looks at the whole recording inside the network: no chunks, but the same embedding."""
+    from model.ecapa_tdnn import EcapaEncoder
+    torch.manual_seed(0)
+    model = EcapaEncoder(num_classes=3, channels=16).eval()
+    samples = as_int16(voice_like(seconds=9.0, seed=14))
+    sf.write(tmp_path / "e.wav", samples, 16000)
+    item = embed_recording(model, tmp_path / "e.wav", "cpu", chunk_frames=300, block_seconds=1.1)
+    np.testing.assert_allclose(item.embedding, one_pass(model, samples), rtol=0, atol=1e-4)

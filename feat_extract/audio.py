@@ -15,6 +15,9 @@ silently mis-featuring. Audio that would give meaningless features is refused wi
 | all-zero (digitally silent) audio       | refused                                        |
 | shorter than one 25 ms frame (400 smp.) | refused                                        |
 | .m4a/.aac/.mp3/.mp4/.opus/.webm         | decoded by ffmpeg (argument list) + note       |
+
+The pieces (checks, channel mixing and scaling, ffmpeg command, resampling factors, notes) are
+shared with ``feat_extract.audio_stream``, which reads the same samples in blocks.
 """
 import shutil
 import subprocess
@@ -44,8 +47,7 @@ def read_audio(path, target_rate: int = SAMPLE_RATE) -> Audio:
     """Any readable audio file -> ``Audio`` at ``target_rate``, mono, int16 scale; bad audio refused."""
     path = check_audio_file(path)
     if decoded_by_ffmpeg(path):
-        samples, rate, notes = decode_with_ffmpeg(path, target_rate), target_rate, [
-            f"decoded {path.suffix.lower()} with ffmpeg"]
+        samples, rate, notes = decode_with_ffmpeg(path, target_rate), target_rate, [ffmpeg_note(path)]
     else:
         samples, rate, notes = read_with_soundfile(path)
     samples, notes = to_target_rate(samples, rate, target_rate, notes)
@@ -96,6 +98,10 @@ def ffmpeg_command(path: Path, target_rate: int) -> list:
     """ffmpeg decoding ``path`` to mono int16 at ``target_rate`` on stdout (an argument list: no shell)."""
     return ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-f", "s16le",
             "-ac", "1", "-ar", str(target_rate), "-"]
+
+
+def ffmpeg_note(path: Path) -> str:
+    return f"decoded {path.suffix.lower()} with ffmpeg"
 
 
 def ffmpeg_failure(path: Path, stderr: bytes) -> UserInputError:

@@ -25,7 +25,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from feat_extract.audio import (cannot_read, channel_note, check_audio_file, check_finite_samples,
-                                check_length_and_level, decoded_by_ffmpeg, ffmpeg_command, ffmpeg_failure,
+                                check_length_and_level, decoded_by_ffmpeg, ffmpeg_command, ffmpeg_failure, ffmpeg_note,
                                 mono_int16_scale, resampling_factors, resampling_note)
 from feat_extract.fbank import SAMPLE_RATE
 
@@ -115,7 +115,7 @@ class AudioStream(SampleStream):
         self.source, self.block_seconds = str(self.path), block_seconds
         self.ffmpeg = decoded_by_ffmpeg(self.path)
         if self.ffmpeg:
-            self.rate, self.notes = SAMPLE_RATE, [f"decoded {self.path.suffix.lower()} with ffmpeg"]
+            self.rate, self.notes = SAMPLE_RATE, [ffmpeg_note(self.path)]
             return
         try:
             info = sf.info(str(self.path))

@@ -8,14 +8,20 @@ starts are multiples of ``stride``, each extended by a margin >= the radius on b
 chunk's central ("core") output frames are exactly those of the one-pass run, and the cores tile the
 one-pass output. Their sum, divided by the one-pass output size, is the one-pass mean pooling; the
 rest of the network (BatchNorm, ReLU, projection) runs on the pooled vector. The result equals the
-one-pass embedding up to float summation order (tested to 1e-4; typically ~1e-6), and peak memory is
-that of one chunk of ``chunk_frames + 2 * margin`` frames, whatever the recording's length.
+one-pass embedding up to float summation order (tested to 1e-4; typically ~1e-6 relative).
 
-This holds because the per-utterance mean (normalize_frames, ``model_input``) is taken over the whole
-recording first
-and nothing in the trunk looks at the whole recording before the pooling (no attention, no
-statistics pooling of variances; a mean is additive). It would not hold for std pooling without
-keeping second moments, nor for a train-mode BatchNorm.
+``embed_frame_blocks`` takes the frames as a stream of blocks and holds, whatever the recording's
+length: the frames from the current chunk's start on (at most ``chunk_frames + 2 * margin`` plus one
+incoming block, float32 x 40), the trunk's activations for one chunk, and the pooled statistics: one
+float64 sum per output channel (8 x width numbers) and a count. Nothing per output frame is kept.
+``embed_long`` serves a (frames, 40) array held in memory; evaluation/recordings.py streams files.
+
+This holds because the per-utterance mean (normalize_frames, ``model_input``) is removed over the
+whole recording first (a first pass over a streamed file), and nothing in the trunk looks at the
+whole recording before the pooling (no attention, no statistics pooling of variances; a mean is
+additive). Std pooling would need a sum of squares as well (still two numbers per channel);
+attentive pooling or squeeze-excitation over the whole recording (ECAPA-TDNN) would need a pass per
+such layer, so another backbone gets one forward over all its frames.
 """
 import math
 

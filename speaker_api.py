@@ -33,7 +33,7 @@ from evaluation.embedding import strict_fp32
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES, embed_long
 from evaluation.recordings import embed_recording
 from feat_extract.audio_stream import BLOCK_SECONDS, ArrayStream
-from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank_int16
 from feat_extract.features import check_features, model_input
 from model.checkpoint import load_encoder, resolve_checkpoint, trained_epochs
 
@@ -178,7 +178,7 @@ class SpeakerEncoder:
         for note in notes:
             self._note(source, note)
         self._warn_if_short(source, samples.size)
-        return log_mel_fbank(samples)
+        return log_mel_fbank_int16(samples)
 
     def _warn_if_short(self, source: str, n_samples: int) -> None:
         short = short_recording_message(source, n_samples)

@@ -44,7 +44,7 @@ def child(strategy: str, checkpoint: str, wav_root: str, device: str = "cpu") ->
     """One measurement: embed every wav under ``wav_root``; print JSON (seconds, peak RSS, peak GPU memory)."""
     import torch
     import embed as embed_cmd
-    from feat_extract.fbank import log_mel_fbank
+    from feat_extract.fbank import log_mel_fbank_int16
     from feat_extract.features import model_input
     from speaker_api import SpeakerEncoder, load_samples
     encoder = SpeakerEncoder.from_checkpoint(checkpoint, device=device)
@@ -55,7 +55,7 @@ def child(strategy: str, checkpoint: str, wav_root: str, device: str = "cpu") ->
         for wav in wavs:
             samples, _, _ = load_samples(wav)
             with torch.no_grad():     # the whole recording in one forward
-                embedding = encoder.model(model_input(log_mel_fbank(samples)[None]).to(device))[0]
+                embedding = encoder.model(model_input(log_mel_fbank_int16(samples)[None]).to(device))[0]
             assert torch.isfinite(embedding).all()
     else:
         with tempfile.TemporaryDirectory() as out:

@@ -27,7 +27,14 @@ def to_int16_scale(signal: np.ndarray) -> np.ndarray:
 
 def log_mel_fbank(signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono signal (int16 values, or float in [-1, 1]) -> (frames, 40) float32 mean-normalised log-mel."""
-    samples = to_int16_scale(signal)
+    return log_mel_fbank_int16(to_int16_scale(signal), sample_rate)
+
+
+def log_mel_fbank_int16(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``log_mel_fbank`` of samples already on the int16 scale, whatever their dtype (``read_audio``'s
+    float64 samples, the streams of long recordings): never scaled again. The floor ``1e-5`` is where
+    the paper's int16 input puts it: only digital silence reaches it."""
+    samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 1:
         raise ValueError(f"expected a mono 1-d signal, got shape {samples.shape}")
     energies, _ = fbank(samples, samplerate=sample_rate, nfilt=N_MELS, winlen=WIN_LENGTH,

@@ -19,7 +19,7 @@ import numpy as np
 from python_speech_features import fbank
 
 from feat_extract.fbank import (LOG_FLOOR, N_FFT, N_MELS, PREEMPHASIS, SAMPLE_RATE, WIN_LENGTH,
-                                             WIN_STEP, to_int16_scale)
+                                             WIN_STEP)
 
 FRAME_LENGTH = int(round(WIN_LENGTH * SAMPLE_RATE))     # 400 samples
 FRAME_STEP = int(round(WIN_STEP * SAMPLE_RATE))         # 160 samples
@@ -51,7 +51,7 @@ def log_energy_blocks(sample_blocks, block_frames: int = BLOCK_FRAMES):
     Holds only the samples of frames not yet complete; an empty signal gives no frames."""
     pending, previous, received = np.zeros(0), None, 0
     for block in sample_blocks:
-        pending = np.concatenate([pending, to_int16_scale(block)])
+        pending = np.concatenate([pending, np.asarray(block, dtype=np.float64)])  # int16 scale already
         received += len(block)
         while len(pending) >= FRAME_LENGTH:
             complete = min(block_frames, (len(pending) - FRAME_LENGTH) // FRAME_STEP + 1)
@@ -63,7 +63,8 @@ def log_energy_blocks(sample_blocks, block_frames: int = BLOCK_FRAMES):
 
 
 def log_mel_fbank_blocks(signal: np.ndarray, block_frames: int = BLOCK_FRAMES) -> np.ndarray:
-    """``log_mel_fbank(signal)`` (16 kHz mono) computed ``block_frames`` frames at a time."""
+    """``log_mel_fbank_int16(signal)`` (16 kHz mono, int16-scale samples of any dtype) computed
+    ``block_frames`` frames at a time."""
     signal = np.asarray(signal)
     if signal.ndim != 1 or not signal.size:
         raise ValueError(f"expected a non-empty mono 1-d signal, got shape {signal.shape}")

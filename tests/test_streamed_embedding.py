@@ -18,7 +18,7 @@ from evaluation.long_recordings import chunk_plan
 from evaluation.recordings import embed_recording, scan
 from feat_extract.audio import read_audio, resampling_factors
 from feat_extract.audio_stream import ArrayStream, AudioStream, BlockResampler
-from feat_extract.fbank import log_mel_fbank
+from feat_extract.fbank import log_mel_fbank_int16
 from feat_extract.long_audio import log_energy_blocks, log_mel_fbank_blocks
 from speaker_api import SpeakerEncoder
 from tests.test_api import as_int16, run_in_process, tiny_checkpoint, tiny_model, voice_like
@@ -26,7 +26,7 @@ from tests.test_api import as_int16, run_in_process, tiny_checkpoint, tiny_model
 
 def one_pass(model, int16_scale_samples):
     """The whole recording's features, one forward: the embedding streaming must reproduce."""
-    features = log_mel_fbank(np.asarray(int16_scale_samples, np.float64))
+    features = log_mel_fbank_int16(int16_scale_samples)
     with torch.no_grad():
         return model(torch.from_numpy(features.T.copy())[None, None])[0].numpy()
 
@@ -49,7 +49,7 @@ def test_fbank_of_sample_blocks_equals_one_pass_bit_for_bit(n_samples):
         pieces = [samples[i:i + block] for i in range(0, n_samples, block)]
         energies = np.concatenate(list(log_energy_blocks(pieces, block_frames=7)))
         np.testing.assert_array_equal((energies - energies.mean(axis=0)).astype(np.float32),
-                                      log_mel_fbank(samples))
+                                      log_mel_fbank_int16(samples))
 
 
 def test_file_blocks_mix_scale_and_resample_like_read_audio(tmp_path):
@@ -124,7 +124,7 @@ def test_first_pass_holds_a_block_not_the_recording(tmp_path):
 def test_short_recordings_keep_the_bit_identical_one_pass_features(tmp_path):
     samples = as_int16(voice_like(seconds=4.0, seed=9))
     scanned = scan(ArrayStream(samples.astype(np.float64), block_seconds=0.7), keep_frames=1000)
-    np.testing.assert_array_equal(scanned.features, log_mel_fbank(samples.astype(np.float64)))
+    np.testing.assert_array_equal(scanned.features, log_mel_fbank_int16(samples))
 
 
 def test_a_recording_that_changes_between_passes_is_refused():

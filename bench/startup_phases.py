@@ -1,11 +1,18 @@
-"""Where ``train.py``'s start-up goes, phase by phase: ``python bench/startup_phases.py T0 -- TRAIN_FLAGS``.
+"""Where ``train.py``'s start-up goes, phase by phase:
+``python bench/startup_phases.py T0 [--episodes 1 125 250] [--code DIR] [--listed] -- TRAIN_FLAGS``.
 
 Runs ``train.main(TRAIN_FLAGS)`` in this fresh process exactly as ``python train.py TRAIN_FLAGS`` would,
 with timing wrappers around trainer's steps (bench only: the project's modules are not changed),
-and stops when the first episode reaches the training step. Prints one JSON line: for each phase
+and stops when the first episode reaches the training step. With ``--episodes``, the training step is
+skipped instead (episodes are taken from train.py's own DataLoader and dropped) and, after each count
+of episodes per worker, every DataLoader worker's private memory (Private_Clean + Private_Dirty of
+``/proc/<pid>/smaps_rollup``) and the main process's VmRSS are recorded. Prints one JSON line: for each phase
 its wall-clock start and end in seconds after ``T0`` (the launcher's ``time.time()`` just before it
 started this process, so interpreter start-up counts) and the CPU seconds this process spent in it
 (``getrusage``: user + system of the main process only; DataLoader workers are other processes).
+
+``--code DIR`` imports the project from DIR (another checkout: before/after tables from one
+harness); ``--listed`` gives train.py the corpus before the index (bench/listed_corpus.py).
 
 Phases that run inside other phases (the index read inside the corpus) are listed as well, with
 their ``parent``; the phases at depth 0 follow one another and add up to the total.
@@ -21,7 +28,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    if "--code" in sys.argv[:sys.argv.index("--")]:
+        sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--code") + 1]).resolve()))
 
 
 def cpu_seconds() -> float:
@@ -61,11 +70,27 @@ class Timeline:
         setattr(owner, attribute, timed)
 
 
-class FirstEpisode(Exception):
-    """Raised by the wrapped training step: the first episode has arrived."""
+class Stop(Exception):
+    """Raised by the wrapped training step: the first episode (or the last one measured) has arrived."""
 
 
-def main(origin: float, train_argv: list) -> dict:
+def private_bytes(pid: int) -> int:
+    """Pages only this process holds (copied on write or on reference-count/GC touches)."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                fields[name] = int(value.split()[0]) * 1024
+    return fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def main(origin: float, train_argv: list, episodes: list = (), listed: bool = False) -> dict:
     timeline = Timeline(origin)
     interpreter = {"name": "interpreter start-up", "start": 0.0, "end": STARTED - origin, "depth": 0,
                    "parent": None, "cpu": cpu_seconds()}
@@ -76,20 +101,47 @@ def main(origin: float, train_argv: list) -> dict:
     phase = timeline.begin("import trainer (data, distributed, evaluation, run_folder)")
     import trainer
     timeline.end(phase)
-    wrap_phases(timeline, train, trainer)
+    if listed:
+        from bench.listed_corpus import ListedCorpus
+        trainer.FeatureCorpus = ListedCorpus
+    memory = {}
+    wrap_phases(timeline, train, trainer, list(episodes), memory)
     cpu_before = cpu_seconds()
     try:
         train.main(train_argv)
-    except FirstEpisode:
+    except Stop:
         pass
     else:
-        raise SystemExit("error: train.py finished without a training step")
-    arrived = timeline.phases[-1]["start"]
+        raise SystemExit("error: train.py finished before the episodes to measure")
+    arrived = next(phase["start"] for phase in timeline.phases if phase["name"].startswith("train_step"))
     return {"phases": timeline.phases, "first_episode_s": arrived, "cpu_s": cpu_seconds(),
-            "cpu_in_train_main_s": cpu_seconds() - cpu_before}
+            "cpu_in_train_main_s": cpu_seconds() - cpu_before, **memory}
 
 
-def wrap_phases(timeline: Timeline, train, trainer) -> None:
+def memory_step(trainer, episodes: list, memory: dict):
+    """A training step that records memory after ``episodes`` episodes per worker instead of training."""
+    import multiprocessing
+
+    import torch
+    workers = None
+    taken = 0
+
+    def step(*args, **kwargs):
+        nonlocal workers, taken
+        taken += 1
+        workers = workers or [child.pid for child in multiprocessing.active_children()]
+        per_worker = taken / max(len(workers), 1)
+        if episodes and per_worker >= episodes[0]:
+            memory.setdefault("worker_private_bytes", {})[str(episodes.pop(0))] = [private_bytes(pid)
+                                                                                   for pid in workers]
+            memory.setdefault("main_rss_bytes", {})[str(int(per_worker))] = rss_bytes()
+        if not episodes:
+            raise Stop()
+        return {"loss": torch.zeros(())}
+    return step
+
+
+def wrap_phases(timeline: Timeline, train, trainer, episodes: list, memory: dict) -> None:
     import configure
     import torch
     from data_loading import corpus as corpus_module
@@ -103,29 +155,38 @@ def wrap_phases(timeline: Timeline, train, trainer) -> None:
     timeline.wrap(corpus_index, "store_fingerprint", "index: staleness fingerprint")
     for name in ("check_episode_config", "report_unused_speakers", "validation_from_config", "claim_run_folder",
                  "check_room_for_checkpoints", "training_device", "init_process_group", "check_same_corpus",
-                 "build_encoder", "build_optimizer", "build_scheduler", "build_step", "build_loader",
-                 "RunOutputs", "describe_run"):
-        timeline.wrap(trainer, name)
-    original_iter = torch.utils.data.DataLoader.__iter__
+                 "build_encoder", "new_encoder", "place_encoder", "build_optimizer", "build_scheduler",
+                 "build_step", "build_loader", "RunOutputs", "describe_run"):
+        if hasattr(trainer, name):  # (this harness also times older code, for before/after tables)
+            timeline.wrap(trainer, name)
+    timeline.wrap(torch.utils.data.DataLoader, "__iter__", "DataLoader iter(): workers start")
+    iterator = torch.utils.data.dataloader._BaseDataLoaderIter
+    original_next = iterator.__next__
 
-    def timed_iter(loader):
-        phase = timeline.begin("DataLoader iter(): start workers")
+    def first_next(batches):
+        phase = timeline.begin("next(): wait for the first episode")
         try:
-            return original_iter(loader)
+            return original_next(batches)
         finally:
             timeline.end(phase)
-            timeline.begin("first episode: wait for worker 0")
-    torch.utils.data.DataLoader.__iter__ = timed_iter
+            iterator.__next__ = original_next
+    iterator.__next__ = first_next
+
+    measure = memory_step(trainer, episodes, memory)
 
     def first_step(*args, **kwargs):
-        if timeline.stack:
-            timeline.end(timeline.stack[-1])
         timeline.begin("train_step (first episode arrived)")
-        raise FirstEpisode()
+        trainer.train_step = measure
+        return measure(*args, **kwargs)
     trainer.train_step = first_step
 
 
 if __name__ == "__main__":
-    origin = float(sys.argv[1])
-    argv = sys.argv[sys.argv.index("--") + 1:]
-    print(json.dumps(main(origin, argv)), flush=True)
+    split = sys.argv.index("--")
+    options = sys.argv[1:split]
+    counts = []
+    for option in options[options.index("--episodes") + 1:] if "--episodes" in options else []:
+        if not option.isdigit():
+            break
+        counts.append(int(option))
+    print(json.dumps(main(float(options[0]), sys.argv[split + 1:], counts, "--listed" in options)), flush=True)

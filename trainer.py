@@ -315,17 +315,23 @@ def restore_optimizer(optimizer, state: dict, path) -> None:
     optimizer.load_state_dict(fresh)
 
 
-def resume(checkpoint: dict, path, encoder, optimizer, scheduler) -> int:
-    """Restore everything a checkpoint holds; returns the first epoch to train (``--cp_num N``
-    resumes at N + 1, for the original's checkpoints as for this project's: ``trained_epochs``)."""
+def resume_rng(checkpoint: dict, path) -> int:
+    """Restore a checkpoint's random states; returns the first epoch to train (``--cp_num N`` resumes
+    at N + 1, for the original's checkpoints as for this project's: ``trained_epochs``). Done before
+    the DataLoader's iterator is made: making it draws a seed from torch's generator, and a resumed run
+    must draw it from the restored state as the uninterrupted run drew it at that epoch's start."""
+    if "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+    return trained_epochs(checkpoint, path) + 1
+
+
+def resume_weights(checkpoint: dict, path, encoder, optimizer, scheduler) -> None:
+    """Restore the encoder's weights, the optimiser's momentum and the scheduler (no random numbers)."""
     encoder.load_state_dict(checkpoint["state_dict"], strict=True)
     if "optimizer" in checkpoint:
         restore_optimizer(optimizer, checkpoint["optimizer"], path)
     if "scheduler" in checkpoint:
         scheduler.load_state_dict(checkpoint["scheduler"])
-    if "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-    return trained_epochs(checkpoint, path) + 1
 
 
 # ---------------------------------------------------------------- logs and curves
@@ -522,7 +528,7 @@ def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
 
 
 def train_epochs(ctx, config, corpus, n_episodes, encoder, checkpoint, path, device, validation=None) -> Path:
-    start_epoch = trained_epochs(checkpoint, path) + 1 if checkpoint else 1
+    start_epoch = resume_rng(checkpoint, path) if checkpoint else 1
     loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
     sampler.set_epoch(start_epoch)
     # the workers start now and assemble the first episodes while the optimiser (whose first use imports
@@ -533,7 +539,7 @@ def train_epochs(ctx, config, corpus, n_episodes, encoder, checkpoint, path, dev
     optimizer = build_optimizer(encoder, config["lr"])
     scheduler = build_scheduler(optimizer)
     if checkpoint:
-        resume(checkpoint, path, encoder, optimizer, scheduler)
+        resume_weights(checkpoint, path, encoder, optimizer, scheduler)
     step = build_step(encoder, config, ctx, device)
     outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
     best = best_so_far(outputs.folder, start_epoch) if validation else None

@@ -35,26 +35,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import report  # noqa: E402
+from bench.startup_phases import private_bytes, rss_bytes  # noqa: E402
 from bench.vox2_store import VOX2_SPEAKERS, VOX2_UTTERANCES, write_vox2_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-
-
-def private_bytes(pid: int) -> int:
-    """Pages only this process holds (copied on write or on reference-count/GC touches)."""
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            name, _, value = line.partition(":")
-            if value.strip().endswith("kB"):
-                fields[name] = int(value.split()[0]) * 1024
-    return fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def open_corpus(kind: str, store: Path):
@@ -131,7 +116,8 @@ def train_store_link(store: Path, work: Path) -> Path:
     return save_path
 
 
-def train_phases(store: Path, workers: int, episodes=(), code: Path = None, listed: bool = False) -> dict:
+def train_phases(store: Path, workers: int, episodes=(), code: Path = None, listed: bool = False,
+                 train_flags=TRAIN_FLAGS) -> dict:
     """``python train.py`` (100-way episodes, ``workers`` workers) in a fresh process, timed phase by
     phase up to its first episode by bench/startup_phases.py (with ``episodes``: also the workers'
     private memory after that many episodes each); the wall clock starts just before the process."""
@@ -140,7 +126,7 @@ def train_phases(store: Path, workers: int, episodes=(), code: Path = None, list
         options = [*(["--episodes", *map(str, episodes)] if episodes else []),
                    *(["--code", str(code)] if code else []), *(["--listed"] if listed else [])]
         flags = ["--save_path", str(save_path), "--model_dir", str(Path(work) / "models"), "--workers", str(workers),
-                 *TRAIN_FLAGS]
+                 *train_flags]
         started = time.time()
         output = subprocess.run([sys.executable, str(ROOT / "bench" / "startup_phases.py"), repr(started), *options,
                                  "--", *flags], cwd=code or ROOT, capture_output=True, text=True)

@@ -1,5 +1,5 @@
 """The VoxCeleb2-size store case: ``python bench/vox2_bench.py [--store DIR] [--workers 4]
-[--episodes 25 250] [--markdown PATH] [--json PATH] [--skip_listing]``.
+[--episodes 25 250] [--markdown PATH] [--json PATH] [--skip_listing] [--train_only] [--compare DIR]``.
 
 On a simulated VoxCeleb2-dev feature store (bench/vox2_store.py: 1,092,009 tiny float16 files of
 5,994 speakers, written once into ``--store``, a few GB) it measures:
@@ -14,7 +14,8 @@ On a simulated VoxCeleb2-dev feature store (bench/vox2_store.py: 1,092,009 tiny 
   the start of its process to its first episode, median of ``--repeats``, phase by phase with the
   main process's CPU seconds (bench/startup_phases.py), and in one more run its main-process RSS and
   each of its DataLoader workers' private memory after ``--train_episodes`` episodes each
-  (``--train_only``: just these rows, a few minutes; ``--code DIR``: the same for another checkout);
+  (``--train_only``: just these rows, a few minutes; ``--compare DIR``: another checkout's train.py
+  measured the same way, alternating with ours, as their baseline);
 
 against today's listing before the index (bench/listed_corpus.py: sorted glob, a header read per
 file, one Python object per utterance), measured in the same run the same way. Every measurement
@@ -154,30 +155,52 @@ def phase_medians(runs: list) -> list:
     return table
 
 
-def train_rows(args, store: Path, first_listed: float = None) -> list:
-    """The rows measured along train.py's own path (first episode, phases, memory of its workers);
-    ``first_listed``: the same first episode with the listed corpus (the baseline), when measured."""
-    runs = [train_phases(store, args.workers, code=args.code) for _ in range(args.repeats)]
-    memory = train_phases(store, args.workers, args.train_episodes, code=args.code)
-    firsts = [run["first_episode_s"] for run in runs]
+def phase_note(runs: list) -> str:
     loads = [run["load_average"][0] for run in runs]
     phases = "; ".join(f"{name.split(' (')[0]} {wall:.2f} s ({cpu:.2f} s CPU)"
                        for name, wall, cpu in phase_medians(runs) if wall >= 0.05 or cpu >= 0.05)
-    rows = [report.Result("train_start_to_first_episode_s", statistics.median(firsts), "s", first_listed, False, None,
+    firsts = ", ".join(f"{run['first_episode_s']:.2f}" for run in runs)
+    return (f"{firsts} s at load average "
+            f"{min(loads):.1f}-{max(loads):.1f}; phases (median wall, main-process CPU): {phases}")
+
+
+def train_rows(args, store: Path, first_listed: float = None) -> list:
+    """The rows measured along train.py's own path (first episode, phases, memory of its workers).
+    Baseline: ``--compare DIR``'s train.py measured the same way, its runs alternating with ours; else,
+    for the first episode only, ``first_listed`` (the listed corpus), when measured."""
+    runs, compared = [], []
+    for _ in range(args.repeats):
+        runs.append(train_phases(store, args.workers))
+        if args.compare:
+            compared.append(train_phases(store, args.workers, code=args.compare))
+    memory = train_phases(store, args.workers, args.train_episodes)
+    old_memory = train_phases(store, args.workers, args.train_episodes, code=args.compare) if args.compare else None
+
+    def median(of, key):
+        return statistics.median(run[key] for run in of) if of else None
+
+    def largest(result, count):
+        return None if result is None else max(result["worker_private_bytes"][str(count)]) / MB
+    against = f"; {args.compare}: {phase_note(compared)}" if compared else ""
+    rows = [report.Result("train_start_to_first_episode_s", median(runs, "first_episode_s"), "s",
+                          median(compared, "first_episode_s") if compared else first_listed, False, None,
                           f"python train.py (100-way 1-shot 2-query, width 32, {args.workers} workers), median of "
-                          f"{len(runs)}: {', '.join(f'{t:.2f}' for t in firsts)}; load average "
-                          f"{min(loads):.1f}-{max(loads):.1f}; phases (median wall, main-process CPU): {phases}"),
-            report.Result("train_main_cpu_to_first_episode_s", statistics.median(run["cpu_s"] for run in runs), "s",
-                          None, False, None, "CPU seconds (user + system) of train.py's main process to the first "
-                          "episode (getrusage; workers not included): what the load cannot inflate"),
-            report.Result("train_main_rss_mb", max(memory["main_rss_bytes"].values()) / MB, "MB", None, False, None,
+                          f"{len(runs)}: {phase_note(runs)}{against}"),
+            report.Result("train_main_cpu_to_first_episode_s", median(runs, "cpu_s"), "s", median(compared, "cpu_s"),
+                          False, None, "CPU seconds (user + system) of train.py's main process to the first episode "
+                          "(getrusage; workers not included): what the machine's load inflates least"),
+            report.Result("train_main_rss_mb", max(memory["main_rss_bytes"].values()) / MB, "MB",
+                          old_memory and max(old_memory["main_rss_bytes"].values()) / MB, False, None,
                           "VmRSS of train.py's main process (torch, model, corpus index) while its workers run")]
     for count in args.train_episodes:
         sizes = memory["worker_private_bytes"][str(count)]
+        old = "" if old_memory is None else \
+            f" vs {', '.join(f'{b / MB:.1f}' for b in old_memory['worker_private_bytes'][str(count)])}"
         rows.append(report.Result(
-            f"train_worker_private_mb_after_{count}_episodes", max(sizes) / MB, "MB", None, False, None,
-            f"train.py's own DataLoader ({args.workers} workers, prefetch 4, persistent), largest worker's "
-            f"Private_Clean+Private_Dirty after {count} episodes each; all: {', '.join(f'{b / MB:.1f}' for b in sizes)}"))
+            f"train_worker_private_mb_after_{count}_episodes", max(sizes) / MB, "MB", largest(old_memory, count),
+            False, None, f"train.py's own DataLoader ({args.workers} workers, prefetch 4, persistent), largest "
+            f"worker's Private_Clean+Private_Dirty after {count} episodes each; all (MiB): "
+            f"{', '.join(f'{b / MB:.1f}' for b in sizes)}{old}"))
     return rows
 
 
@@ -253,8 +276,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="start-up runs (median)")
     parser.add_argument("--train_only", action="store_true",
                         help="only the rows of train.py's own path (first episode, phases, memory): minutes")
-    parser.add_argument("--code", type=Path, default=None,
-                        help="time train.py of another checkout (e.g. before a change) with this harness")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another checkout (e.g. before a change): its train.py is measured the same way, "
+                             "alternating with ours, as the baseline of the train.py rows")
     parser.add_argument("--skip_listing", action="store_true", help="do not measure the baseline (minutes)")
     parser.add_argument("--reuse_index", action="store_true",
                         help="keep the store's corpus index (no index_build_s row; minutes saved)")

@@ -141,24 +141,22 @@ def train_phases(store: Path, workers: int, episodes=(), code: Path = None, list
 
 
 def phase_medians(runs: list) -> list:
-    """(phase name, median wall seconds, median CPU seconds) of the depth-0 phases of ``runs``."""
-    names = [phase["name"] for phase in runs[0]["phases"] if phase["depth"] == 0]
+    """(phase name, depth, median wall seconds, median CPU seconds) of every phase of ``runs``, in the
+    order of the first run (a phase inside another follows it, one deeper)."""
     table = []
-    for name in names:
-        walls, cpus = [], []
-        for run in runs:
-            for phase in run["phases"]:
-                if phase["name"] == name and phase["depth"] == 0:
-                    walls.append(phase.get("end", phase["start"]) - phase["start"])
-                    cpus.append(phase.get("cpu", 0.0))
-        table.append((name, statistics.median(walls), statistics.median(cpus)))
+    for first in runs[0]["phases"]:
+        found = [phase for run in runs for phase in run["phases"]
+                 if (phase["name"], phase["depth"]) == (first["name"], first["depth"])]
+        table.append((first["name"], first["depth"],
+                      statistics.median(phase.get("end", phase["start"]) - phase["start"] for phase in found),
+                      statistics.median(phase.get("cpu", 0.0) for phase in found)))
     return table
 
 
 def phase_note(runs: list) -> str:
     loads = [run["load_average"][0] for run in runs]
-    phases = "; ".join(f"{name.split(' (')[0]} {wall:.2f} s ({cpu:.2f} s CPU)"
-                       for name, wall, cpu in phase_medians(runs) if wall >= 0.05 or cpu >= 0.05)
+    phases = "; ".join(f"{'(inside) ' * depth}{name.split(' (')[0]} {wall:.2f} s ({cpu:.2f} s CPU)"
+                       for name, depth, wall, cpu in phase_medians(runs) if wall >= 0.05 or cpu >= 0.05)
     firsts = ", ".join(f"{run['first_episode_s']:.2f}" for run in runs)
     return (f"{firsts} s at load average "
             f"{min(loads):.1f}-{max(loads):.1f}; phases (median wall, main-process CPU): {phases}")

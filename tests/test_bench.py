@@ -219,6 +219,7 @@ def test_train_start_up_phases_of_the_real_train_py(tmp_path):
     assert all(len(sizes) == 2 and min(sizes) > 0 for sizes in result["worker_private_bytes"].values())
     assert min(result["main_rss_bytes"].values()) > 100 << 20  # torch alone is more than 100 MB
     assert not list((tmp_path / "vox2").rglob("checkpoint_*.pth"))
-    runs = [{"phases": [{"name": "a", "start": 0, "end": wall, "cpu": cpu, "depth": 0}]}
+    runs = [{"phases": [{"name": "a", "start": 0, "end": wall, "cpu": cpu, "depth": 0},
+                        {"name": "b", "start": 0.5, "end": 0.5 + wall / 2, "cpu": cpu / 2, "depth": 1}]}
             for wall, cpu in ((1.0, 0.5), (3.0, 0.1), (2.0, 0.2))]
-    assert phase_medians(runs) == [("a", 2.0, 0.2)]
+    assert phase_medians(runs) == [("a", 0, 2.0, 0.2), ("b", 1, 1.0, 0.1)]

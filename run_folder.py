@@ -22,6 +22,7 @@ from common.errors import UserInputError
 from common.files import reported_write_errors
 from common.preflight import check_room
 from model.checkpoint import available_checkpoints
+from model.model import background_resnet
 
 LOCK_NAME = "train.lock"
 REPLACED_PREFIX = "replaced_"
@@ -136,10 +137,12 @@ def checkpoint_bytes(encoder) -> int:
     return state + momentum + CHECKPOINT_OVERHEAD
 
 
-def check_room_for_checkpoints(folder, encoder) -> int:
-    """The run folder takes files and has room for two checkpoints of ``encoder`` (the one this run
-    trains, so its size is exact for every model and width and costs nothing extra to know); returns
-    one checkpoint's estimated size."""
+def check_room_for_checkpoints(folder, num_classes: int, channels: int, backbone: str) -> int:
+    """The run folder takes files and has room for two checkpoints of this encoder (built on the
+    meta device: no memory, no random numbers drawn); returns one checkpoint's estimated size."""
+    import torch
+    with torch.device("meta"):
+        encoder = background_resnet(num_classes, backbone, channels)
     size = checkpoint_bytes(encoder)
     check_room(folder, 2 * size, "two checkpoints of this model")
     return size

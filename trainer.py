@@ -145,22 +145,12 @@ class EpisodeStep(nn.Module):
 
 
 def build_encoder(config: dict, num_classes: int, device: torch.device, ctx: DistContext):
-    return place_encoder(new_encoder(config, num_classes), config, device, ctx)
-
-
-def new_encoder(config: dict, num_classes: int) -> nn.Module:
-    """The run's encoder with its initial weights, on the CPU."""
     torch.manual_seed(config["seed"])  # the same initial weights on every rank
     encoder = build_model(config["model"], num_classes=num_classes, backbone=config["backbone"],
                           channels=config["channels"])
-    encoder.weight.requires_grad_(LOSSES[config["loss_type"]](use_gc=config["use_GC"]).needs_class_weights)
-    return encoder
-
-
-def place_encoder(encoder: nn.Module, config: dict, device: torch.device, ctx: DistContext) -> nn.Module:
-    """``encoder`` made ready to train on ``device``: synchronised BatchNorm (``--sync_bn``), memory layout."""
     if config["sync_bn"] and ctx.enabled:
         encoder = convert_sync_batchnorm(encoder, device)
+    encoder.weight.requires_grad_(LOSSES[config["loss_type"]](use_gc=config["use_GC"]).needs_class_weights)
     encoder = encoder.to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -315,23 +305,17 @@ def restore_optimizer(optimizer, state: dict, path) -> None:
     optimizer.load_state_dict(fresh)
 
 
-def resume_rng(checkpoint: dict, path) -> int:
-    """Restore a checkpoint's random states; returns the first epoch to train (``--cp_num N`` resumes
-    at N + 1, for the original's checkpoints as for this project's: ``trained_epochs``). Done before
-    the DataLoader's iterator is made: making it draws a seed from torch's generator, and a resumed run
-    must draw it from the restored state as the uninterrupted run drew it at that epoch's start."""
-    if "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-    return trained_epochs(checkpoint, path) + 1
-
-
-def resume_weights(checkpoint: dict, path, encoder, optimizer, scheduler) -> None:
-    """Restore the encoder's weights, the optimiser's momentum and the scheduler (no random numbers)."""
+def resume(checkpoint: dict, path, encoder, optimizer, scheduler) -> int:
+    """Restore everything a checkpoint holds; returns the first epoch to train (``--cp_num N``
+    resumes at N + 1, for the original's checkpoints as for this project's: ``trained_epochs``)."""
     encoder.load_state_dict(checkpoint["state_dict"], strict=True)
     if "optimizer" in checkpoint:
         restore_optimizer(optimizer, checkpoint["optimizer"], path)
     if "scheduler" in checkpoint:
         scheduler.load_state_dict(checkpoint["scheduler"])
+    if "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+    return trained_epochs(checkpoint, path) + 1
 
 
 # ---------------------------------------------------------------- logs and curves
@@ -409,14 +393,12 @@ def epoch_log_line(row: dict) -> str:
 
 
 # ---------------------------------------------------------------- the epoch loop
-def run_epoch(step, optimizer, loader, device, config: dict, epoch: int, ctx: DistContext,
-              batches=None) -> dict:
-    """Train one epoch (episodes from ``batches``, an iterator of ``loader`` already started, or else
-    from ``loader``); returns the mean of every loss/accuracy part over its episodes."""
+def run_epoch(step, optimizer, loader, device, config: dict, epoch: int, ctx: DistContext) -> dict:
+    """Train one epoch; returns the mean of every loss/accuracy part over its episodes."""
     step.train()
     sums, n_steps = {}, 0
-    bar = tqdm(loader if batches is None else batches, total=len(loader), desc=f"epoch {epoch}", file=sys.stderr,
-               disable=not ctx.is_main, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch}", file=sys.stderr, disable=not ctx.is_main, leave=False,
+               dynamic_ncols=True)
     for batch in bar:
         parts = train_step(step, optimizer, batch, device, config["amp"])
         for key, value in parts.items():
@@ -480,12 +462,11 @@ def prepare(args, claims: contextlib.ExitStack):
         checkpoint = load_checkpoint(path)
         check_compatible(checkpoint, path, corpus.n_speakers, config)
     validation = validation_from_config(config) if ctx.is_main else None
-    encoder = new_encoder(config, corpus.n_speakers)  # (its size tells the room two checkpoints need)
     if ctx.is_main:  # inputs are good: now the run folder (nothing is written before this point)
         claims.enter_context(claim_run_folder(run_folder(config), config["use_checkpoint"],
                                               getattr(args, "overwrite", False)))
-        check_room_for_checkpoints(run_folder(config), encoder)
-    return ctx, config, corpus, n_episodes, encoder, checkpoint, path, validation
+        check_room_for_checkpoints(run_folder(config), corpus.n_speakers, config["channels"], config["backbone"])
+    return ctx, config, corpus, n_episodes, checkpoint, path, validation
 
 
 def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
@@ -502,7 +483,7 @@ def report_unused_speakers(corpus, episode: EpisodeConfig) -> None:
 def train(args) -> Path:
     """Train as the flags say; returns the folder holding checkpoints and logs."""
     with contextlib.ExitStack() as claims:
-        ctx, config, corpus, n_episodes, encoder, checkpoint, path, validation = prepare(args, claims)
+        ctx, config, corpus, n_episodes, checkpoint, path, validation = prepare(args, claims)
         device = training_device(config, ctx)
         if config["amp"] and device.type != "cuda":
             print("warning: --amp needs a GPU; training in float32", file=sys.stderr)
@@ -511,7 +492,7 @@ def train(args) -> Path:
         try:
             if ctx.enabled:  # the digest hashes every path (~0.1 s for VoxCeleb2): only when ranks compare
                 check_same_corpus(corpus.digest(), ctx)
-            return train_epochs(ctx, config, corpus, n_episodes, encoder, checkpoint, path, device, validation)
+            return train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation)
         finally:
             destroy_process_group()
 
@@ -527,20 +508,13 @@ def describe_run(config, corpus, n_episodes, start_epoch, ctx, device) -> str:
             f"{ctx.world_size} process(es) on {device}{process_group_note()}")
 
 
-def train_epochs(ctx, config, corpus, n_episodes, encoder, checkpoint, path, device, validation=None) -> Path:
-    start_epoch = resume_rng(checkpoint, path) if checkpoint else 1
-    loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
-    sampler.set_epoch(start_epoch)
-    # the workers start now and assemble the first episodes while the optimiser (whose first use imports
-    # torch._dynamo: ~2 s of CPU) and the rest are built (bench/startup_phases.py); they fork before the
-    # process holds more Python objects that their garbage collector could copy
-    first_batches = iter(loader) if start_epoch <= config["max_epoch"] else None
-    encoder = place_encoder(encoder, config, device, ctx)
+def train_epochs(ctx, config, corpus, n_episodes, checkpoint, path, device, validation=None) -> Path:
+    encoder = build_encoder(config, corpus.n_speakers, device, ctx)
     optimizer = build_optimizer(encoder, config["lr"])
     scheduler = build_scheduler(optimizer)
-    if checkpoint:
-        resume_weights(checkpoint, path, encoder, optimizer, scheduler)
+    start_epoch = resume(checkpoint, path, encoder, optimizer, scheduler) if checkpoint else 1
     step = build_step(encoder, config, ctx, device)
+    loader, sampler = build_loader(corpus, config, n_episodes, ctx, device)
     outputs = RunOutputs(config, start_epoch) if ctx.is_main else None
     best = best_so_far(outputs.folder, start_epoch) if validation else None
     if ctx.is_main:
@@ -549,8 +523,7 @@ def train_epochs(ctx, config, corpus, n_episodes, encoder, checkpoint, path, dev
     for epoch in range(start_epoch, config["max_epoch"] + 1):
         sampler.set_epoch(epoch)
         started = time.perf_counter()
-        batches, first_batches = first_batches, None
-        means = run_epoch(step, optimizer, loader, device, config, epoch, ctx, batches)
+        means = run_epoch(step, optimizer, loader, device, config, epoch, ctx)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(means["loss"])
         if ctx.is_main:

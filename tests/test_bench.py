@@ -206,9 +206,9 @@ def test_train_start_up_phases_of_the_real_train_py(tmp_path):
     top = [phase for phase in result["phases"] if phase["depth"] == 0]
     names = [phase["name"] for phase in top]
     assert names[0] == "interpreter start-up" and names[-1] == "train_step (first episode arrived)"
-    order = ["corpus: FeatureCorpus(root)", "new_encoder", "check_room_for_checkpoints", "build_loader",
-             "DataLoader iter(): workers start", "build_optimizer", "next(): wait for the first episode"]
-    assert [name for name in names if name in order] == order  # the workers start before the optimiser
+    order = ["corpus: FeatureCorpus(root)", "check_room_for_checkpoints", "build_encoder", "build_optimizer",
+             "build_loader", "DataLoader iter(): workers start", "next(): wait for the first episode"]
+    assert [name for name in names if name in order] == order
     for before, after in zip(top, top[1:]):
         assert before["end"] <= after["start"]
     inside = {phase["name"]: phase["parent"] for phase in result["phases"] if phase["depth"] > 0}

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import run_folder
-from model.model import background_resnet
 from tests.conftest import ROOT
 from tests.small_filesystems import tmpfs
 from tests.test_distributed import torchrun
@@ -108,7 +107,7 @@ def test_checkpoint_size_estimate_is_close_to_the_real_file(data_root):
     assert run_entry("train", *flags(data_root, "--max_epoch", "1")).returncode == 0
     real = (data_root / "models/baseline_000/checkpoint_001.pth").stat().st_size
     with torch.device("meta"):
-        encoder = background_resnet(6, "resnet34", 4)
+        encoder = run_folder.background_resnet(6, "resnet34", 4)
     assert real <= run_folder.checkpoint_bytes(encoder) <= 1.25 * real
 
 

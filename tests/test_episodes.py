@@ -101,7 +101,7 @@ def test_float16_store_reads_as_float32(tmp_path):
 WORKER_IMPORTS = """
 import sys
 import torch
-import train, trainer  # what train.py has imported when its DataLoader forks
+import train, training.run  # what train.py has imported when its DataLoader forks
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset
 

@@ -5,8 +5,9 @@
     python embed.py --checkpoint model.pth --out embeddings --out_format ark --batch_size 32 my_recordings/
 
 Many recordings share a forward (``--batch_size``, exact padding + masking); a recording longer
-than ``--chunk_seconds`` is embedded in exact overlapping chunks (equal to the one-pass embedding),
-so memory does not grow with its length. A rerun skips recordings whose ``.npy`` exists (resume).
+than ``--chunk_seconds`` is read in blocks of ``--block_seconds`` (twice: the features' mean, then
+the features) straight into exact overlapping chunks (equal to the one-pass embedding), so neither
+its waveform nor its features are held whole and memory does not grow with its length. A rerun skips recordings whose ``.npy`` exists (resume).
 ``--out_format matrix`` adds ``embeddings.npy`` + ``keys.txt``, ``ark`` adds Kaldi
 ``embeddings.ark`` + ``embeddings.scp`` (keys: relative paths without suffix).
 
@@ -30,6 +31,7 @@ from common.errors import UserInputError, run_main
 from common.files import save_npy, write_text
 from common.preflight import check_room
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
+from feat_extract.audio_stream import BLOCK_SECONDS
 from feat_extract.fbank import SAMPLE_RATE
 from evaluation.embedding_files import (INDEX_NAME, OUT_FORMATS, existing_outputs, key_of, read_index,
                                         write_collection)
@@ -94,7 +96,8 @@ def check_unique(jobs) -> list:
     return [(source, key) for key, source in source_of.items()]
 
 
-def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: int = DEFAULT_CHUNK_FRAMES):
+def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+              block_seconds: float = BLOCK_SECONDS):
     """Embed every job whose ``.npy`` is not there yet; returns (index rows, failures).
 
     Each embedding is saved (atomically) as soon as it is computed, so an interrupted run resumes
@@ -107,7 +110,8 @@ def embed_all(encoder, jobs, out_dir: Path, batch_size: int = 16, chunk_frames: 
     if done:
         print(f"resuming: {len(done)} of {len(jobs)} embeddings already in {out_dir}", file=sys.stderr)
     durations, failures = {}, []
-    results = embed_recordings(encoder.model, [jobs[i][0] for i in todo], encoder.device, batch_size, chunk_frames)
+    results = embed_recordings(encoder.model, [jobs[i][0] for i in todo], encoder.device, batch_size, chunk_frames,
+                               block_seconds)
     for item in tqdm(results, total=len(todo), desc="embedding", unit="file", file=sys.stderr):
         source, key = jobs[todo[item.index]]
         if item.error:
@@ -141,14 +145,16 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
     parser.add_argument("--chunk_seconds", type=float, default=150.0,
                         help="longer recordings are embedded in exact overlapping chunks of this length")
+    parser.add_argument("--block_seconds", type=float, default=BLOCK_SECONDS,
+                        help="audio is read (and features computed) this many seconds at a time")
     configure.add_checkpoint_arguments(parser)
     configure.add_common_arguments(parser)
     args = parser.parse_args(argv)
     configure.check_checkpoint_arguments(parser, args)
     if not args.inputs and not args.list_file:
         parser.error("give audio files/folders, or --list FILE")
-    if args.batch_size < 1 or not args.chunk_seconds >= 1:
-        parser.error("--batch_size must be >= 1 and --chunk_seconds >= 1")
+    if args.batch_size < 1 or not args.chunk_seconds >= 1 or not args.block_seconds >= 0.1:
+        parser.error("--batch_size must be >= 1, --chunk_seconds >= 1 and --block_seconds >= 0.1")
     return configure.apply_common_arguments(args)
 
 
@@ -159,7 +165,8 @@ def main(argv=None):
     encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, args.n_folder, args.cp_num, device=args.device,
                                              model_dir=args.model_dir)
     out_dir = check_room(args.out, EMBEDDING_BYTES * (len(jobs) + 1), f"{len(jobs)} embeddings")
-    rows, failures = embed_all(encoder, jobs, out_dir, args.batch_size, int(args.chunk_seconds * 100))
+    rows, failures = embed_all(encoder, jobs, out_dir, args.batch_size, int(args.chunk_seconds * 100),
+                               args.block_seconds)
     index = write_index(out_dir, rows)
     written = write_collection(out_dir, [key_of(rel) for rel, _, _ in rows],
                                [np.load(out_dir / rel) for rel, _, _ in rows], args.out_format)

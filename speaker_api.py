@@ -14,7 +14,9 @@ Audio is converted to what the model was trained on (16 kHz mono) and every conv
 as a ``ConversionNote`` warning (``note_handler`` redirects them, e.g. to stderr). Features are the
 training recipe (``log_mel_fbank``: 40 log-mel filters, 25 ms / 10 ms, per-utterance mean removed)
 over the whole recording; the embedding is the encoder's 256-d output for it, in eval mode -- the
-same full-utterance embedding EER_full.py scores, so its saved EER threshold applies.
+same full-utterance embedding EER_full.py scores, so its saved EER threshold applies. Files are
+read in blocks and recordings longer than ``chunk_frames`` (150 s) embedded in exact overlapping
+chunks (``evaluation.recordings``), so an hour takes no more memory than a few minutes.
 Checkpoints are read weights-only, so a downloaded file cannot run code.
 """
 import warnings
@@ -28,7 +30,10 @@ from dataclasses import dataclass
 from common.errors import UserInputError
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
 from evaluation.embedding import strict_fp32
-from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank
+from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES, embed_long
+from evaluation.recordings import embed_recording
+from feat_extract.audio_stream import BLOCK_SECONDS, ArrayStream
+from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, log_mel_fbank_int16
 from feat_extract.features import check_features, model_input
 from model.checkpoint import load_encoder, resolve_checkpoint, trained_epochs
 
@@ -145,6 +150,8 @@ class SpeakerEncoder:
         self.epoch = epoch
         self.note_handler = note_handler    # callable(str); default: warnings.warn(ConversionNote)
         self.warning_handler = warning_handler  # callable(str); default: warnings.warn(ShortRecording)
+        self.chunk_frames = DEFAULT_CHUNK_FRAMES  # longer recordings: exact chunks (evaluation.long_recordings)
+        self.block_seconds = BLOCK_SECONDS        # audio read this many seconds at a time
 
     @classmethod
     def from_checkpoint(cls, path=None, n_folder=None, cp_num=None, device=None, note_handler=None,
@@ -170,24 +177,46 @@ class SpeakerEncoder:
         samples, notes, source = load_samples(path_or_array, sample_rate)
         for note in notes:
             self._note(source, note)
-        short = short_recording_message(source, samples.size)
+        self._warn_if_short(source, samples.size)
+        return log_mel_fbank_int16(samples)
+
+    def _warn_if_short(self, source: str, n_samples: int) -> None:
+        short = short_recording_message(source, n_samples)
         if short and self.warning_handler is not None:
             self.warning_handler(short)
         elif short:
             warnings.warn(short, ShortRecording, stacklevel=3)
-        return log_mel_fbank(samples)
 
     @torch.no_grad()
     def embed_features(self, features: np.ndarray) -> np.ndarray:
-        """(frames, 40) features -> (256,) float32 embedding."""
+        """(frames, 40) features -> (256,) float32 embedding (in exact chunks when longer than
+        ``chunk_frames``)."""
         features = check_features(np.asarray(features, np.float32), "features")
+        if len(features) > self.chunk_frames:
+            return embed_long(self.model, features, self.device, self.chunk_frames)
         batch = model_input(features[None]).to(self.device)   # normalize_frames, as EER_full
         with strict_fp32(self.device):
             return self.model(batch)[0].float().cpu().numpy()
 
     def embed(self, path_or_array, sample_rate=None) -> np.ndarray:
-        """(256,) embedding of an audio file (any format ``read_audio`` reads) or a sample array."""
-        return self.embed_features(self.features(path_or_array, sample_rate))
+        """(256,) embedding of an audio file (any format ``read_audio`` reads) or a sample array.
+
+        A file is read in blocks and a recording longer than ``chunk_frames`` embedded in exact
+        chunks (evaluation.recordings), so memory does not grow with its length."""
+        if isinstance(path_or_array, (str, Path)):
+            if sample_rate is not None:
+                raise UserInputError(f"{path_or_array}: sample_rate is only for arrays; a file's rate is "
+                                     f"read from the file")
+            source = path_or_array
+        else:
+            samples, notes = array_to_mono_16k(path_or_array, sample_rate)
+            source = ArrayStream(samples, "array", notes, self.block_seconds)
+        embedded = embed_recording(self.model, source, self.device, self.chunk_frames, self.block_seconds)
+        name = str(path_or_array) if isinstance(path_or_array, (str, Path)) else "array"
+        for note in embedded.notes:
+            self._note(name, note)
+        self._warn_if_short(name, round(embedded.duration_s * SAMPLE_RATE))
+        return embedded.embedding
 
     def as_embedding(self, item) -> np.ndarray:
         """An embedding as is; a path or a (samples, sample_rate) tuple is embedded first."""

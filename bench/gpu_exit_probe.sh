@@ -2,7 +2,7 @@
 # Where train.py's time outside its epochs goes on a GPU machine (bench/gpu_wav_check.sh saw ~70 s in 5 of
 # 6 runs with 12 DataLoader workers, 9.5 s in one): the same short run with 12 and with 2 workers, each
 # timed from the shell, the 12-worker one under cProfile with timestamps printed around the loop.
-#   OUT=out bash bench/gpu_exit_probe.sh            (TINY=1 for toy sizes on a CPU)
+#   OUT=out bash bench/gpu_exit_probe.sh            (TINY=1 for toy sizes on a CPU; ONLY=workers12: one run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}; OUT=${OUT:?}; mkdir -p "$OUT"
@@ -15,6 +15,7 @@ TRAIN=(train.py --nb_class_train $WAY --data_type vox1 --save_path "$DATA" --mod
        --n_episode 10 --max_epoch 1 --cudnn_benchmark False)
 run() {  # run NAME args...: wall seconds of a whole train.py process, stamped lines of its output
   local name=$1; shift
+  if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then return; fi
   local t0=$EPOCHREALTIME
   timeout 100 "$@" 2>&1 | stdbuf -oL tr '\r' '\n' | grep --line-buffered -v "epoch 1:" | while IFS= read -r line; do
     awk -v now="$EPOCHREALTIME" -v t0="$t0" -v line="$line" 'BEGIN{printf "%7.2f %s\n", now - t0, line}'
@@ -26,6 +27,6 @@ run workers12 $PY -u "${TRAIN[@]}" --n_folder 1 --workers 12
 run workers2 $PY -u "${TRAIN[@]}" --n_folder 2 --workers 2
 run workers0 $PY -u "${TRAIN[@]}" --n_folder 4 --workers 0
 run workers12_profiled $PY -u -m cProfile -o "$OUT/w12.prof" "${TRAIN[@]}" --n_folder 3 --workers 12
-$PY -c "import pstats,sys; s=pstats.Stats(sys.argv[1]); s.sort_stats('cumulative').print_stats(40); s.sort_stats('tottime').print_stats(15)" \
+[ -f "$OUT/w12.prof" ] && $PY -c "import pstats,sys; s=pstats.Stats(sys.argv[1]); s.sort_stats('cumulative').print_stats(40); s.sort_stats('tottime').print_stats(15)" \
   "$OUT/w12.prof" > "$OUT/w12_profile.txt" 2>&1
 for log in "$OUT"/workers*.log; do echo "== $log"; tail -n 4 "$log"; done

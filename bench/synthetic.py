@@ -67,13 +67,15 @@ def write_wavs(root, n_files=8, seconds=8.0, seed=0, spread=0.0) -> list:
     import soundfile as sf
     rng = np.random.default_rng(seed)
     paths = []
+    piece = 600 * SAMPLE_RATE          # written 10 min at a time: a 2 h file needs no GBs to write
     for index in range(n_files):
         n_samples = int(seconds * rng.uniform(1 - spread, 1 + spread) * SAMPLE_RATE)
-        time = np.arange(n_samples) / SAMPLE_RATE
-        tone = np.sin(2 * np.pi * rng.uniform(100, 400) * time)
-        signal = 0.3 * tone + 0.05 * rng.standard_normal(n_samples)
+        frequency = rng.uniform(100, 400)
         path = Path(root) / f"id{index:05d}" / "session0" / "00000.wav"
-        with atomic_path(path, ".wav") as tmp:
-            sf.write(str(tmp), (signal * 32767).astype(np.int16), SAMPLE_RATE, subtype="PCM_16")
+        with atomic_path(path, ".wav") as tmp, sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, "PCM_16") as out:
+            for start in range(0, n_samples, piece):
+                time = np.arange(start, min(start + piece, n_samples)) / SAMPLE_RATE
+                signal = 0.3 * np.sin(2 * np.pi * frequency * time) + 0.05 * rng.standard_normal(time.size)
+                out.write((signal * 32767).astype(np.int16))
         paths.append(path)
     return paths

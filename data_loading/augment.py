@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import fftconvolve
 
 from common.errors import UserInputError
 from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE
@@ -155,6 +154,7 @@ def prepare_rir(rir: np.ndarray, where) -> np.ndarray:
 
 
 def reverberate(crop: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    from scipy.signal import fftconvolve  # only augmented runs pay for scipy's import (train.py start-up)
     return fftconvolve(crop, rir)[:len(crop)]
 
 

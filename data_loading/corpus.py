@@ -154,7 +154,9 @@ def read_stored_crops(corpus, indices, starts, length: int) -> np.ndarray:
     """(n, length, n_mels) crops of ``corpus`` utterances in their common stored dtype, tiled like
     ``read_stored_crop``; None when the utterances are stored in different dtypes."""
     codes = corpus.dtype_codes[np.asarray(indices, dtype=np.int64)]
-    if len(np.unique(codes)) != 1:
+    # (not np.unique: in numpy 2 it imports numpy.ma, and a module first imported inside a forked
+    # DataLoader worker is private memory of every worker: ~10-40 MiB each, bench/vox2_bench.py)
+    if not len(codes) or (codes != codes[0]).any():
         return None
     crops = np.empty((len(codes), length, N_MELS), dtype=corpus.dtypes[codes[0]])
     for crop, index, start in zip(crops, indices, starts):

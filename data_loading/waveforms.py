@@ -30,7 +30,6 @@ from fractions import Fraction
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 
 import configure
 from common.errors import UserInputError
@@ -177,6 +176,7 @@ class WaveCorpus:
         # output sample up*b of resample_poly is input sample down*b: read whole periods with a margin
         block = max(0, first // up - RESAMPLE_MARGIN_BLOCKS)
         last = min(int(self.wav_index.n_samples[base]), down * (-(-stop // up) + RESAMPLE_MARGIN_BLOCKS))
+        from scipy.signal import resample_poly  # only --speed_perturb pays for scipy's import
         resampled = resample_poly(self.read_recording(base, down * block, last), up, down)
         return resampled[first - up * block:stop - up * block]
 

@@ -7,7 +7,6 @@ normalised by min(p_target, 1 - p_target).
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 P_TARGETS = (0.01, 0.001, 0.05)
 
@@ -20,6 +19,9 @@ class Roc:
 
 
 def roc(labels, scores) -> Roc:
+    # imported here: scikit-learn (with scipy.stats) takes ~1.3 s of CPU to import, and train.py imports
+    # this module for --val_trials, which most runs do not use (bench/startup_phases.py)
+    from sklearn.metrics import roc_curve
     labels = np.asarray(labels)
     if labels.min() == labels.max():
         raise ValueError("metrics need both target (1) and non-target (0) trials")

@@ -31,7 +31,7 @@ from common.files import save_npy, write_text  # noqa: E402
 from common.preflight import check_room  # noqa: E402
 from feat_extract import corpus_index  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
-from feat_extract.fbank import N_MELS, SAMPLE_RATE, log_mel_fbank  # noqa: E402
+from feat_extract.fbank import N_MELS, SAMPLE_RATE, log_mel_fbank_int16  # noqa: E402
 from feat_extract.features import is_complete_feature  # noqa: E402
 from feat_extract.shards import parse_shard, select_shard  # noqa: E402
 
@@ -118,7 +118,7 @@ def extract_file(job):
         return audio_path, "skipped", ""
     try:
         audio = read_audio(audio_path)
-        features = log_mel_fbank(audio.samples, audio.sample_rate).astype(dtype)
+        features = log_mel_fbank_int16(audio.samples, audio.sample_rate).astype(dtype)
         if not np.all(np.isfinite(features)):
             raise UserInputError(f"{audio_path}: features are not finite after conversion to {dtype}")
     except UserInputError as error:

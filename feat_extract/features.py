@@ -138,13 +138,15 @@ def read_crop(path, start: int, length: int, layout: NpyLayout = None, wrap: str
     return read_stored_crop(path, start, length, layout, wrap).astype(np.float32, copy=False)
 
 
-def model_input(features: np.ndarray, out=None):
+def model_input(features: np.ndarray, out=None, centre: bool = True):
     """(n, frames, 40) features -> (n, 1, 40, frames) float32 torch tensor, each item's mean over time
-    subtracted. ``out``: a preallocated tensor of that shape to fill (e.g. in shared memory)."""
+    subtracted. ``out``: a preallocated tensor of that shape to fill (e.g. in shared memory).
+    ``centre=False``: layout only, for a slice of a recording whose mean was removed already."""
     import torch  # here, not at the top: feature extraction uses this module without torch
     features = np.asarray(features)
     out = torch.empty((len(features), 1, N_MELS, features.shape[1])) if out is None else out
     frames_last = out.numpy()[:, 0]
     np.copyto(frames_last, features.transpose(0, 2, 1))    # one batched converting transpose
-    frames_last -= frames_last.mean(axis=2, keepdims=True)
+    if centre:
+        frames_last -= frames_last.mean(axis=2, keepdims=True)
     return out

@@ -1,5 +1,6 @@
-"""``log_mel_fbank`` of a long recording in blocks of frames, so that memory does not grow with the
-recording's length more than the features themselves do.
+"""``log_mel_fbank`` of a long recording in blocks of frames: from a signal in memory
+(``log_mel_fbank_blocks``) or from a stream of sample blocks (``log_energy_blocks``: neither the
+waveform nor the features need to be held whole).
 
 python_speech_features frames the whole signal at once: an hour of 16 kHz audio becomes a
 (360,000 x 512) power spectrum (1.5 GB). Every frame depends only on its own 400 samples and, through
@@ -7,8 +8,10 @@ pre-emphasis, on the sample before them, so the features can be computed a block
 with the same arithmetic: pre-emphasis is applied here (``x[n] - 0.97 x[n-1]``, as
 python_speech_features writes it) and ``fbank`` is called with ``preemph=0`` (which then leaves
 the block unchanged), and the last block is zero-padded exactly as the one-pass framing pads the end.
-The per-filter mean is taken over all frames at the end. The result equals ``log_mel_fbank``
-(float64 arithmetic throughout, same float32 rounding at the end; tested).
+A stream keeps only the samples of frames not yet complete (under one frame) and the sample before
+them. The per-filter mean is taken over all frames at the end (a caller streaming twice takes it
+from the first pass). The result equals ``log_mel_fbank`` (float64 arithmetic throughout, same
+float32 rounding at the end; tested).
 """
 import math
 
@@ -16,7 +19,7 @@ import numpy as np
 from python_speech_features import fbank
 
 from feat_extract.fbank import (LOG_FLOOR, N_FFT, N_MELS, PREEMPHASIS, SAMPLE_RATE, WIN_LENGTH,
-                                             WIN_STEP, to_int16_scale)
+                                             WIN_STEP)
 
 FRAME_LENGTH = int(round(WIN_LENGTH * SAMPLE_RATE))     # 400 samples
 FRAME_STEP = int(round(WIN_STEP * SAMPLE_RATE))         # 160 samples
@@ -30,28 +33,48 @@ def n_frames(n_samples: int) -> int:
     return 1 + int(math.ceil((n_samples - FRAME_LENGTH) / FRAME_STEP))
 
 
-def block_log_energies(samples: np.ndarray, first: int, last: int) -> np.ndarray:
-    """float64 log-mel energies of frames [first, last) of the whole int16-scale ``samples``."""
-    begin = first * FRAME_STEP
-    end = min(samples.size, (last - 1) * FRAME_STEP + FRAME_LENGTH)
-    block = to_int16_scale(samples[max(begin - 1, 0):end])
-    emphasised = block[1:] - PREEMPHASIS * block[:-1]
-    if begin == 0:
-        emphasised = np.concatenate([block[:1], emphasised])
-    energies, _ = fbank(emphasised, samplerate=SAMPLE_RATE, nfilt=N_MELS, winlen=WIN_LENGTH,
-                        winstep=WIN_STEP, nfft=N_FFT, preemph=0, winfunc=np.hamming)
+def segment_log_energies(segment: np.ndarray, previous=None) -> np.ndarray:
+    """float64 log-mel energies of the frames starting in ``segment`` (int16-scale samples from a frame
+    start; ``previous``: the sample before it, None at the signal's start), the last frame zero-padded
+    when the segment ends inside it (the signal's end)."""
+    emphasised = segment[1:] - PREEMPHASIS * segment[:-1]
+    first = segment[:1] if previous is None else segment[:1] - PREEMPHASIS * previous
+    energies, _ = fbank(np.concatenate([first, emphasised]), samplerate=SAMPLE_RATE, nfilt=N_MELS,
+                        winlen=WIN_LENGTH, winstep=WIN_STEP, nfft=N_FFT, preemph=0, winfunc=np.hamming)
     return 20 * np.log10(np.maximum(energies, LOG_FLOOR))
 
 
+def log_energy_blocks(sample_blocks, block_frames: int = BLOCK_FRAMES):
+    """Yield float64 log-mel energies (frames, 40) of a 16 kHz int16-scale signal that arrives as
+    consecutive sample blocks: every frame once, in order, at most ``block_frames`` per block, the
+    same frames (and the same zero-padded last frame) as one ``fbank`` call on the whole signal.
+    Holds only the samples of frames not yet complete; an empty signal gives no frames."""
+    pending, previous, received = np.zeros(0), None, 0
+    for block in sample_blocks:
+        pending = np.concatenate([pending, np.asarray(block, dtype=np.float64)])  # int16 scale already
+        received += len(block)
+        while len(pending) >= FRAME_LENGTH:
+            complete = min(block_frames, (len(pending) - FRAME_LENGTH) // FRAME_STEP + 1)
+            yield segment_log_energies(pending[:(complete - 1) * FRAME_STEP + FRAME_LENGTH], previous)
+            cut = complete * FRAME_STEP
+            previous, pending = pending[cut - 1], pending[cut:]
+    if len(pending) > FRAME_LENGTH - FRAME_STEP or 0 < received < FRAME_LENGTH:   # a last, zero-padded frame
+        yield segment_log_energies(pending, previous)
+
+
 def log_mel_fbank_blocks(signal: np.ndarray, block_frames: int = BLOCK_FRAMES) -> np.ndarray:
-    """``log_mel_fbank(signal)`` (16 kHz mono) computed ``block_frames`` frames at a time."""
+    """``log_mel_fbank_int16(signal)`` (16 kHz mono, int16-scale samples of any dtype) computed
+    ``block_frames`` frames at a time."""
     signal = np.asarray(signal)
-    if signal.ndim != 1:
-        raise ValueError(f"expected a mono 1-d signal, got shape {signal.shape}")
-    total = n_frames(signal.size)
-    log_energies = np.empty((total, N_MELS), dtype=np.float64)
-    for first in range(0, total, block_frames):
-        last = min(first + block_frames, total)
-        log_energies[first:last] = block_log_energies(signal, first, last)
+    if signal.ndim != 1 or not signal.size:
+        raise ValueError(f"expected a non-empty mono 1-d signal, got shape {signal.shape}")
+    step = block_frames * FRAME_STEP
+    blocks = (signal[start:start + step] for start in range(0, signal.size, step))
+    log_energies = np.empty((n_frames(signal.size), N_MELS), dtype=np.float64)
+    filled = 0
+    for part in log_energy_blocks(blocks, block_frames):
+        log_energies[filled:filled + len(part)] = part
+        filled += len(part)
+    assert filled == len(log_energies)
     log_energies -= log_energies.mean(axis=0)
     return log_energies.astype(np.float32)

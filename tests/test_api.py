@@ -18,7 +18,7 @@ import configure
 import embed as embed_cmd
 import verify as verify_cmd
 from common.errors import UserInputError, run_main
-from feat_extract.fbank import log_mel_fbank
+from feat_extract.fbank import log_mel_fbank_int16
 from model.checkpoint import model_fields, save_checkpoint
 from model.model import background_resnet
 import speaker_api
@@ -61,8 +61,8 @@ def as_int16(signal):
 
 
 def hand_embedding(model, int16_scale_samples):
-    """model(log_mel_fbank(samples)) with the layout written out by hand."""
-    features = log_mel_fbank(np.asarray(int16_scale_samples, np.float64))
+    """model(log_mel_fbank_int16(samples)) with the layout written out by hand."""
+    features = log_mel_fbank_int16(int16_scale_samples)
     with torch.no_grad():
         return model(torch.from_numpy(features.T.copy())[None, None])[0].numpy()
 

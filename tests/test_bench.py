@@ -191,3 +191,35 @@ def test_vox2_size_store_writer_and_listed_baseline(tmp_path):
     for index in range(2):
         torch.testing.assert_close(dataset[index]["query"], same[index]["query"], rtol=0, atol=0)
     assert 0 < private_bytes(os.getpid())
+
+
+def test_train_start_up_phases_of_the_real_train_py(tmp_path):
+    """bench/startup_phases.py runs train.py itself to its first episode (then on, dropping episodes,
+    to read its workers' memory): its phases follow one another, the corpus phases sit inside the
+    corpus, and the memory after 1 and 3 episodes per worker is there for each of the 2 workers."""
+    from bench.vox2_bench import phase_medians, train_phases
+    from bench.vox2_store import write_vox2_store
+    store = write_vox2_store(tmp_path / "vox2", n_utterances=600, n_speakers=6)
+    assert len(FeatureCorpus(store)) == 600  # writes the index: train.py then checks that it is fresh
+    flags = ("--nb_class_train", "4", "--channels", "4", "--use_cuda", "False")
+    result = train_phases(store, 2, episodes=(1, 3), train_flags=flags)
+    top = [phase for phase in result["phases"] if phase["depth"] == 0]
+    names = [phase["name"] for phase in top]
+    assert names[0] == "interpreter start-up" and names[-1] == "train_step (first episode arrived)"
+    order = ["corpus: FeatureCorpus(root)", "check_room_for_checkpoints", "build_encoder", "build_optimizer",
+             "build_loader", "DataLoader iter(): workers start", "next(): wait for the first episode"]
+    assert [name for name in names if name in order] == order
+    for before, after in zip(top, top[1:]):
+        assert before["end"] <= after["start"]
+    inside = {phase["name"]: phase["parent"] for phase in result["phases"] if phase["depth"] > 0}
+    assert inside["index: load_index"] == "corpus: FeatureCorpus(root)"
+    assert inside["index: staleness fingerprint"] == inside["index: read .npz + checks"] == "index: load_index"
+    assert result["first_episode_s"] == top[-1]["start"] > 0 and result["cpu_s"] > 0
+    assert sorted(result["worker_private_bytes"]) == ["1", "3"]
+    assert all(len(sizes) == 2 and min(sizes) > 0 for sizes in result["worker_private_bytes"].values())
+    assert min(result["main_rss_bytes"].values()) > 100 << 20  # torch alone is more than 100 MB
+    assert not list((tmp_path / "vox2").rglob("checkpoint_*.pth"))
+    runs = [{"phases": [{"name": "a", "start": 0, "end": wall, "cpu": cpu, "depth": 0},
+                        {"name": "b", "start": 0.5, "end": 0.5 + wall / 2, "cpu": cpu / 2, "depth": 1}]}
+            for wall, cpu in ((1.0, 0.5), (3.0, 0.1), (2.0, 0.2))]
+    assert phase_medians(runs) == [("a", 0, 2.0, 0.2), ("b", 1, 1.0, 0.1)]

@@ -14,6 +14,7 @@ import soundfile as sf
 
 from common.errors import UserInputError
 from feat_extract import feature_extraction as fe
+from feat_extract.fbank import log_mel_fbank
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WAV = "voxceleb1/test/wav"
@@ -36,6 +37,27 @@ def test_golden_through_command_matches_reference(reference, tmp_path):
     np.testing.assert_allclose(features, np.load(reference / "feat.npy"), atol=1e-4)
     report = (tmp_path / TEST_FEAT / fe.REPORT_NAME).read_text()
     assert report.startswith("# feature extraction: 1 extracted, 0 already done, 0 bad, 0 converted")
+
+
+def test_digital_silence_gets_the_papers_features_not_a_rescaled_floor(reference, tmp_path):
+    """A recording that starts with exact zeros (as AAC decoders' priming samples leave in converted
+    VoxCeleb2 audio): the silent frames sit on the paper's floor of int16 input, so the stored features
+    equal ``log_mel_fbank`` of the int16 samples, the original's computation. Scaling the already
+    int16-scale samples a second time (x 32768, as extraction once did) moves every other frame 90.3 dB
+    away from that floor, so every value changes once the mean is removed."""
+    golden, rate = sf.read(reference / "golden.wav", dtype="int16")
+    samples = np.concatenate([np.zeros(3 * 2112, np.int16), golden])   # 6,336 zeros at the start
+    key = "id10270/abcdefghijk/00002"
+    (tmp_path / TEST_WAV / "id10270/abcdefghijk").mkdir(parents=True)
+    sf.write(tmp_path / TEST_WAV / f"{key}.wav", samples, rate, subtype="PCM_16")
+    fe.main(["--save_path", str(tmp_path), "--workers", "1"])
+    stored = np.load(tmp_path / TEST_FEAT / f"{key}.npy")
+    papers = log_mel_fbank(samples)                     # int16 input, as the original reads wavs
+    np.testing.assert_allclose(stored, papers, atol=1e-4)
+    silent = papers[:38]                                # frames 0..37 lie wholly inside the zeros
+    assert np.all(silent == silent[0]) and silent.mean() < -20
+    twice_scaled = log_mel_fbank(samples.astype(np.float64))   # float input taken as [-1, 1]: x 32768
+    assert np.abs(twice_scaled - papers).max() > 50
 
 
 def test_float16_halves_the_bytes(reference, tmp_path):

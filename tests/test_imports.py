@@ -110,3 +110,24 @@ def test_no_import_cycle_between_modules():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def test_training_start_up_imports_no_unused_heavy_library():
+    """train.py reaches its first episode without importing scikit-learn (only --val_trials scores
+    with it), scipy or python_speech_features (only feature extraction computes fbanks): together
+    ~1.7 s of CPU at every start (bench/startup_phases.py). Using them still works: they are imported
+    where they are used."""
+    heavy = ("sklearn", "scipy", "python_speech_features")
+    script = ("import sys, train, training.run, data_loading.episodes, evaluation.validation\n"
+              f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+              "from evaluation.metrics import compute_eer\n"
+              "from feat_extract.fbank import log_mel_fbank\n"
+              "import numpy as np\n"
+              "eer, _ = compute_eer(np.array([1, 1, 0, 0]), np.array([0.9, 0.2, 0.3, 0.1]))\n"
+              "print(round(float(eer), 3), log_mel_fbank(np.zeros(16000, dtype=np.int16)).shape)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # hand-computed: at threshold 0.3, miss 1/2 and false alarm 1/2 -> EER 50 %; 1 s at 16 kHz in
+    # 25 ms windows every 10 ms: 1 + ceil((16000 - 400) / 160) = 99 frames
+    assert result.stdout.split("\n")[:2] == ["[]", "50.0 (99, 40)"]

@@ -196,3 +196,17 @@ def test_tensorboard_scalars_equal_the_train_log(data_root):
         assert [p.step for p in points] == [1, 2]
         assert [p.value for p in points] == pytest.approx([float(row[column]) for row in rows], rel=1e-6)
     assert json.loads((folder / "config.json").read_text())["tensorboard"] is True
+
+
+def test_persistent_workers_are_stopped_when_training_ends():
+    """Left to interpreter exit, persistent workers with pinned memory each wait out a 5 s join
+    timeout (pytorch/pytorch#81794; 62 s with 12 workers on an H200): train() stops them itself."""
+    from training.data import stop_workers
+    loader = torch.utils.data.DataLoader(list(range(6)), batch_size=2, num_workers=2, persistent_workers=True)
+    assert [batch.tolist() for batch in loader] == [[0, 1], [2, 3], [4, 5]]
+    workers = list(loader._iterator._workers)
+    assert len(workers) == 2 and all(worker.is_alive() for worker in workers)
+    stop_workers(loader)
+    assert not any(worker.is_alive() for worker in workers) and loader._iterator is None
+    stop_workers(loader)  # twice (or never started) is fine
+    assert [batch.tolist() for batch in loader] == [[0, 1], [2, 3], [4, 5]]  # and it can start again

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 import configure  # noqa: E402
-from common.files import write_text  # noqa: E402
+from common.files import atomic_path, write_text  # noqa: E402
 from data_loading import augment  # noqa: E402
 from feat_extract.fbank import INT16_SCALE  # noqa: E402
 
@@ -97,7 +97,8 @@ def corrupt_test_recordings(source: Path, target: Path, noise_root: Path) -> Non
         samples *= min(1.0, 30000 / peak)   # no clipping; the features are level-normalised anyway
         destination = target / "wav" / path.relative_to(source / "wav")
         destination.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(destination, np.round(samples).astype(np.int16), 16000, subtype="PCM_16")
+        with atomic_path(destination, ".wav") as tmp:
+            sf.write(tmp, np.round(samples).astype(np.int16), 16000, subtype="PCM_16")
     shutil.copy(source / "veri_test.txt", target / "veri_test.txt")
     print(f"corrupted {len(recordings)} test recordings into {target}", flush=True)
 

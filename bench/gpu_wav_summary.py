@@ -8,6 +8,9 @@ import csv
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.files import write_text  # noqa: E402
+
 RUNS = {1: ("train_features", "crops from the stored features (the paper)"),
         2: ("train_wav", "--input wav: crops from the recordings, fbank on the fly"),
         3: ("train_wav_augment", "--input wav --augment (noise/music/babble + RIRs)"),
@@ -61,7 +64,7 @@ def main(argv=None) -> None:
     text = f"Training input on the GPU ({args.way}-way episodes, 1 support + 2 variable queries)\n\n" + table(args.out)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        write_text(args.markdown, text)
 
 
 if __name__ == "__main__":

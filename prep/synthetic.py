@@ -229,18 +229,23 @@ def synthesize_utterance(job: UtteranceJob) -> np.ndarray:
     return apply_channel(rng, make_channel(job.seed, job.speaker, job.session), speech)
 
 
-def write_utterance(job: UtteranceJob) -> str:
-    """Worker: synthesize and write one wav atomically; an existing readable wav is kept."""
-    path = Path(job.path)
-    if path.is_file():
+def write_wav_once(path, render, suffix: str = "") -> str:
+    """Write ``render()`` (16 kHz samples) as a PCM-16 wav at ``path`` through a temporary name
+    (ending in ``suffix``); a readable wav already there is kept, so a rerun resumes. Returns ``path``."""
+    if Path(path).is_file():
         try:
             sf.info(str(path))
-            return job.path
+            return str(path)
         except RuntimeError:
             pass
-    with atomic_path(path, ".wav") as tmp:
-        sf.write(str(tmp), synthesize_utterance(job), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return job.path
+    with atomic_path(path, suffix) as tmp:
+        sf.write(str(tmp), render(), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return str(path)
+
+
+def write_utterance(job: UtteranceJob) -> str:
+    """Worker: synthesize and write one wav atomically; an existing readable wav is kept."""
+    return write_wav_once(job.path, lambda: synthesize_utterance(job), ".wav")
 
 
 def session_names(seed: int, speaker: int, n_sessions: int) -> list:

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import butter, sosfilt
 
-from common.files import atomic_path
 from feat_extract.fbank import SAMPLE_RATE
-from prep.synthetic import AUGMENT_SPEAKER_BASE, KINDS, make_voice, run_parallel, synthesize_speech
+from prep.synthetic import AUGMENT_SPEAKER_BASE, KINDS, make_voice, run_parallel, synthesize_speech, write_wav_once
 
 AUGMENT_FOLDER = "augment"
 SOUNDS = {"noise": (6, 5.0), "music": (4, 8.0), "speech": (8, 5.0)}          # files, seconds each
@@ -198,17 +196,9 @@ def render(job: AugmentJob) -> np.ndarray:
 
 
 def write_augment_file(job: AugmentJob) -> str:
-    """Worker: render and write one wav atomically; an existing readable wav is kept."""
-    path = Path(job.path)
-    if path.is_file():
-        try:
-            sf.info(str(path))
-            return job.path
-        except RuntimeError:
-            pass
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), render(job), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return job.path
+    """Worker: render and write one wav atomically (a hidden ``.tmp`` name, never a partial ``.wav``
+    for a noise search to find); an existing readable wav is kept."""
+    return write_wav_once(job.path, lambda: render(job))
 
 
 def augment_jobs(root: Path, seed: int) -> list:

@@ -40,14 +40,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def run(command: list) -> None:
-    """Run one project command, showing it first; stop the demo if it fails."""
+def run(command: list, what: str = "demo step") -> float:
+    """Run one project command, showing it first and its wall time after; stop if it fails (``what``
+    names the step in that message). Returns the seconds it took."""
     print(f"\n$ python {shlex.join(command)}", flush=True)
     started = time.time()
     completed = subprocess.run([sys.executable] + command, cwd=configure.PROJECT_ROOT)
     if completed.returncode != 0:
-        sys.exit(f"error: demo step failed with exit code {completed.returncode}: {shlex.join(command)}")
-    print(f"({command[0]}: {time.time() - started:.0f} s)", flush=True)
+        sys.exit(f"error: {what} failed with exit code {completed.returncode}: {shlex.join(command)}")
+    seconds = time.time() - started
+    print(f"({command[0]}: {seconds:.0f} s)", flush=True)
+    return seconds
 
 
 def untrained_checkpoint(args, model_dir: Path) -> Path:

@@ -13,12 +13,10 @@ the clean and on the corrupted test recordings. Prints one table (also written t
 ``<out>/results.md``) with the EERs and each run's training time.
 """
 import argparse
+import functools
 import json
-import shlex
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -27,10 +25,12 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-import configure  # noqa: E402
 from common.files import atomic_path, write_text  # noqa: E402
+from demo import run as run_command  # noqa: E402
 from data_loading import augment  # noqa: E402
 from feat_extract.fbank import INT16_SCALE  # noqa: E402
+
+run = functools.partial(run_command, what="comparison step")   # shows the command, stops if it fails
 
 TEST_SNR_DB = (0.0, 10.0)
 TEST_REVERB_SHARE = 0.5
@@ -50,16 +50,6 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of each training run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one row group each)")
     return parser.parse_args(argv)
-
-
-def run(command: list) -> float:
-    """Run one project command, showing it first; stop if it fails. Returns its wall time in seconds."""
-    print(f"\n$ python {shlex.join(command)}", flush=True)
-    started = time.time()
-    completed = subprocess.run([sys.executable] + command, cwd=configure.PROJECT_ROOT)
-    if completed.returncode != 0:
-        sys.exit(f"error: step failed with exit code {completed.returncode}: {shlex.join(command)}")
-    return time.time() - started
 
 
 def prepare_data(args, out: Path) -> None:

@@ -29,19 +29,8 @@ else
 fi
 
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-480} ))   # steps are cut short so that the summary still runs
-step() {  # step NAME TIMEOUT_S command...: run, log, record rc and seconds in steps.tsv
-  local name=$1 limit=$2; shift 2
-  local left=$(( DEADLINE - $(date +%s) ))
-  if [ "$left" -lt 20 ]; then printf '%s\tskipped\t0.0\n' "$name" | tee -a "$OUT/steps.tsv"; return; fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  local started=$(date +%s%N)
-  echo "=== $name: $*"
-  timeout "$limit" "$@" > "$WORK/$name.log" 2>&1
-  local rc=$?
-  local ms=$(( ($(date +%s%N) - started) / 1000000 ))
-  tail -n 25 "$WORK/$name.log"
-  printf '%s\t%s\t%d.%d\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000 / 100)) | tee -a "$OUT/steps.tsv"
-}
+STEP_LOGS=$WORK; STEP_MIN_S=20; STEP_TAIL=25
+source bench/gpu_steps.sh   # step NAME TIMEOUT_S command...
 
 : > "$OUT/steps.tsv"
 { nvidia-smi || true; $PY -c "import torch, sys; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"; nproc; } > "$OUT/versions.txt" 2>&1

@@ -26,19 +26,8 @@ else
   PROFILE_EPISODES=5
 fi
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
-step() {  # step NAME TIMEOUT_S command...: run, log, record rc and seconds in steps.tsv
-  local name=$1 limit=$2; shift 2
-  local left=$(( DEADLINE - $(date +%s) ))
-  if [ "$left" -lt 15 ]; then printf '%s\tskipped\t0.0\n' "$name" | tee -a "$OUT/steps.tsv"; return; fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  local started=$(date +%s%N)
-  echo "=== $name: $*"
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  local ms=$(( ($(date +%s%N) - started) / 1000000 ))
-  tail -n 8 "$OUT/$name.log"
-  printf '%s\t%s\t%d.%d\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000 / 100)) | tee -a "$OUT/steps.tsv"
-}
+STEP_LOGS=$OUT; STEP_MIN_S=15; STEP_TAIL=8
+source bench/gpu_steps.sh   # step NAME TIMEOUT_S command...
 
 : > "$OUT/steps.tsv"
 { nvidia-smi -L || true; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"; nproc; } > "$OUT/versions.txt" 2>&1

@@ -1,0 +1,17 @@
+# Sourced by bench/gpu_check.sh and bench/gpu_wav_check.sh: `step NAME TIMEOUT_S command...` runs one step
+# under `timeout` (cut to what is left before $DEADLINE; skipped with less than $STEP_MIN_S left), writes its
+# output to $STEP_LOGS/NAME.log, shows its last $STEP_TAIL lines, and records exit code and seconds in
+# $OUT/steps.tsv. A failing step does not stop the later ones.
+step() {
+  local name=$1 limit=$2; shift 2
+  local left=$(( DEADLINE - $(date +%s) ))
+  if [ "$left" -lt "$STEP_MIN_S" ]; then printf '%s\tskipped\t0.0\n' "$name" | tee -a "$OUT/steps.tsv"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  local started=$(date +%s%N)
+  echo "=== $name: $*"
+  timeout "$limit" "$@" > "$STEP_LOGS/$name.log" 2>&1
+  local rc=$?
+  local ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  tail -n "$STEP_TAIL" "$STEP_LOGS/$name.log"
+  printf '%s\t%s\t%d.%d\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000 / 100)) | tee -a "$OUT/steps.tsv"
+}

@@ -5,19 +5,30 @@ The fit weights targets and non-targets so that their effective prior is ``fit_p
 asked otherwise), and removes that prior's log-odds from the intercept, so the output is an LLR that
 holds for any target prior: at prior ``p`` accept when ``llr >= log((1 - p) / p)`` (the Bayes
 decision). The map is increasing (slope > 0), so it changes no ranking: EER and minDCF stay as they
-were; actual DCF and Cllr improve.
+were; actual DCF and Cllr improve. The scores are standardised before the fit (and the slope and
+offset mapped back), so a narrow spread such as cosines in [0.98, 0.99] converges as [-1, 1] does.
+
+The JSON file is a mapping with a ``version`` and named fields (``CALIBRATION_VERSION``); every
+field is checked on load (type, range), unknown fields are refused, and ``checkpoint_digest`` (the
+SHA-256 of the checkpoint file whose scores it maps) lets verify.py warn when another model uses it.
 """
+import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserInputError
-from common.files import write_text
+from common.files import file_digest, write_text
 from evaluation.llr_metrics import bayes_threshold, split
 
 CALIBRATION_SUFFIX = ".calibration.json"
+CALIBRATION_VERSION = 1
+MAX_SLOPE = 1e6            # beyond this, LLRs of ordinary scores are numerically meaningless
+MAX_OFFSET = 1e6
+SCORE_NORMS = ("none", "asnorm")
 
 
 @dataclass
@@ -30,6 +41,8 @@ class Calibration:
     trials: str = ""             # the development list it was fitted on
     checkpoint: str = ""         # the model whose scores it maps
     score_norm: str = "none"     # the scores it expects (raw cosine or AS-norm)
+    checkpoint_digest: str = ""  # file_digest of that checkpoint ("" when fitted on stored embeddings)
+    version: int = CALIBRATION_VERSION
 
     def llr(self, scores):
         return self.slope * np.asarray(scores, dtype=np.float64) + self.offset
@@ -38,38 +51,101 @@ class Calibration:
         """The raw score at which the LLR reaches the Bayes threshold of ``p_target``."""
         return (bayes_threshold(p_target) - self.offset) / self.slope
 
+    def model_mismatch(self, checkpoint_path):
+        """A sentence when this calibration was fitted on another checkpoint than ``checkpoint_path``
+        (by digest), else None (also when the calibration recorded no digest)."""
+        if not self.checkpoint_digest or checkpoint_path is None:
+            return None
+        digest = file_digest(checkpoint_path)
+        if digest == self.checkpoint_digest:
+            return None
+        return (f"calibration fitted on the scores of another model ({self.checkpoint or 'unnamed'}, "
+                f"{self.checkpoint_digest[:19]}) than {checkpoint_path} ({digest[:19]}); its LLRs do not "
+                f"hold for this model: refit it with score.py --calibrate_out")
+
     @classmethod
     def load(cls, path) -> "Calibration":
         try:
             fields = json.loads(Path(path).read_text())
-            calibration = cls(**fields)
-            if not (np.isfinite(calibration.slope) and np.isfinite(calibration.offset) and calibration.slope > 0):
-                raise ValueError(f"slope must be positive and finite, got {calibration.slope}")
+            return cls.from_fields(fields)
         except FileNotFoundError:
             raise UserInputError(f"calibration file {path} not found") from None
         except (OSError, ValueError, TypeError) as error:
             raise UserInputError(f"{path}: not a calibration file written by score.py --calibrate_out "
                                  f"({type(error).__name__}: {error})") from None
+
+    @classmethod
+    def from_fields(cls, fields) -> "Calibration":
+        """A calibration from its JSON mapping; ValueError/TypeError naming the first bad field."""
+        if not isinstance(fields, dict):
+            raise TypeError(f"expected a JSON object, found {type(fields).__name__}")
+        known = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
+        for name, value in fields.items():
+            check_field_type(name, value, known[name].type)
+        calibration = cls(**fields)
+        calibration.check_ranges()
         return calibration
+
+    def check_ranges(self) -> None:
+        checks = [
+            ("version", 1 <= self.version <= CALIBRATION_VERSION, f"a version this code reads (1..{CALIBRATION_VERSION})"),
+            ("slope", 0 < self.slope <= MAX_SLOPE, f"positive and at most {MAX_SLOPE:g}"),
+            ("offset", abs(self.offset) <= MAX_OFFSET, f"at most {MAX_OFFSET:g} in size"),
+            ("fit_prior", 0 < self.fit_prior < 1, "strictly between 0 and 1"),
+            ("n_target", self.n_target >= 0, "non-negative"),
+            ("n_nontarget", self.n_nontarget >= 0, "non-negative"),
+            ("score_norm", self.score_norm in SCORE_NORMS, f"one of {', '.join(SCORE_NORMS)}"),
+        ]
+        for name, good, wanted in checks:
+            if not good:
+                raise ValueError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
+
+
+FIELD_TYPES = {float: (int, float), int: (int,), str: (str,), dict: (dict,), list: (list,)}
+
+
+def check_field_type(name: str, value, annotation) -> None:
+    """JSON value of the declared type: numbers for floats (finite; a bool is not a number), ints, strings."""
+    wanted = FIELD_TYPES.get(annotation, (object,))   # other annotations: checked by their own ranges
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise TypeError(f"{name} must be a {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def save_calibration(path, calibration: Calibration) -> None:
     write_text(path, json.dumps(asdict(calibration), indent=1) + "\n")
 
 
+def is_calibration_file(path) -> bool:
+    """Whether ``path`` holds a calibration this code wrote (the only kind of file --calibrate_out replaces)."""
+    try:
+        Calibration.from_fields(json.loads(Path(path).read_text()))
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def fit_calibration(labels, scores, fit_prior: float = 0.5, **provenance) -> Calibration:
-    """Prior-weighted logistic regression of the labels on the scores (no regularisation)."""
+    """Prior-weighted logistic regression of the labels on the standardised scores (no regularisation)."""
     from sklearn.linear_model import LogisticRegression
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     targets, nontargets = split(labels, scores)
+    centre, spread = float(scores.mean()), float(scores.std())
+    if not spread > 0 or not np.isfinite(spread):
+        raise UserInputError(f"calibration failed: all {len(scores)} scores are equal ({centre:.6g})")
     weights = np.where(labels == 1, fit_prior / len(targets), (1 - fit_prior) / len(nontargets))
-    model = LogisticRegression(C=np.inf, max_iter=1000)
-    model.fit(scores[:, None], labels, sample_weight=weights * len(labels))
-    slope = float(model.coef_[0, 0])
+    model = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10)   # 1-d: a tight optimum costs nothing
+    model.fit(((scores - centre) / spread)[:, None], labels, sample_weight=weights * len(labels))
+    slope = float(model.coef_[0, 0]) / spread
     if not slope > 0:
         raise UserInputError("calibration failed: on this list, higher scores do not mean 'same speaker' "
                              f"(fitted slope {slope:.3g}); check the labels")
-    offset = float(model.intercept_[0]) - float(np.log(fit_prior / (1 - fit_prior)))
+    intercept = float(model.intercept_[0]) - slope * centre
+    offset = intercept - float(np.log(fit_prior / (1 - fit_prior)))
     return Calibration(slope, offset, fit_prior, len(targets), len(nontargets), **provenance)
 
 

@@ -15,14 +15,6 @@ SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
 VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"   # the paper's list (VoxCeleb1-O original): EER_full.py's default
 
-# The VoxCeleb1 verification protocols (--protocol): name -> trial list file in LISTS_DIR. The plain
-# names are the cleaned lists (VoxCeleb's errata removed), "-original" the lists as first published.
-# ``dataprep.py --download_lists`` fetches them; E and H use all of VoxCeleb1 (dev + test).
-TRIAL_LISTS = {
-    "O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt",
-    "O-original": "veri_test.txt", "E-original": "list_test_all.txt", "H-original": "list_test_hard.txt",
-}
-
 # VoxCeleb1 verification protocols -> their list file (`dataprep.py --download_lists` fetches them into
 # lists/). The cleaned lists are the default; "-original" names the lists as first published.
 PROTOCOL_LISTS = {

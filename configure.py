@@ -13,7 +13,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 save_path = os.environ.get("META_SR_SAVE_PATH", str(PROJECT_ROOT / "data"))
 SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
-VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"
+VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"   # the paper's list (VoxCeleb1-O original): EER_full.py's default
+
+# VoxCeleb1 verification protocols -> their list file (`dataprep.py --download_lists` fetches them into
+# lists/). The cleaned lists are the default; "-original" names the lists as first published.
+PROTOCOL_LISTS = {
+    "O": "veri_test2.txt",
+    "O-original": "veri_test.txt",
+    "E": "list_test_all2.txt",
+    "E-original": "list_test_all.txt",
+    "H": "list_test_hard2.txt",
+    "H-original": "list_test_hard.txt",
+}
+DEFAULT_PROTOCOL = "O"
 
 TRAIN_FEAT_FOLDER = "train_logfbank_nfilt40"
 TEST_FEAT_FOLDER = "test_logfbank_nfilt40"
@@ -42,6 +54,14 @@ def model_dir(n_folder: int, root=None) -> Path:
 
 def checkpoint_path(n_folder: int, epoch: int, root=None) -> Path:
     return model_dir(n_folder, root) / f"checkpoint_{epoch:03d}.pth"
+
+
+def protocol_list_path(protocol: str, lists_dir=None) -> Path:
+    """The trial list of a VoxCeleb1 protocol (a key of ``PROTOCOL_LISTS``) in ``lists_dir`` (default lists/)."""
+    if protocol not in PROTOCOL_LISTS:
+        from common.errors import UserInputError
+        raise UserInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOL_LISTS)}")
+    return Path(lists_dir or LISTS_DIR) / PROTOCOL_LISTS[protocol]
 
 
 # ---------------------------------------------------------------- command-line helpers shared by scripts

@@ -4,7 +4,6 @@ Every file the project writes goes to a temporary name in the same folder and is
 so a kill at any instant leaves either the old complete file or the new complete file.
 """
 import contextlib
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -75,12 +74,3 @@ def save_npy(path, array: np.ndarray) -> None:
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def file_digest(path) -> str:
-    """``sha256:<hex>`` of a file's bytes, read in 1 MiB blocks (what a checkpoint is, for the files made from it)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return f"sha256:{hasher.hexdigest()}"

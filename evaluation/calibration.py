@@ -9,8 +9,8 @@ were; actual DCF and Cllr improve. The scores are standardised before the fit (a
 offset mapped back), so a narrow spread such as cosines in [0.98, 0.99] converges as [-1, 1] does.
 
 The JSON file is a mapping with a ``version`` and named fields (``CALIBRATION_VERSION``); every
-field is checked on load (type, range), unknown fields are refused, and ``checkpoint_digest`` (the
-SHA-256 of the checkpoint file whose scores it maps) lets verify.py warn when another model uses it.
+field is checked on load (type, range), unknown fields are refused, and ``checkpoint_digest``
+(``model.checkpoint.checkpoint_digest`` of the checkpoint file whose scores it maps) lets verify.py warn when another model uses it.
 """
 import dataclasses
 import json
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserInputError
-from common.files import file_digest, write_text
+from common.files import write_text
 from evaluation.llr_metrics import bayes_threshold, split
 
 CALIBRATION_SUFFIX = ".calibration.json"
@@ -41,7 +41,7 @@ class Calibration:
     trials: str = ""             # the development list it was fitted on
     checkpoint: str = ""         # the model whose scores it maps
     score_norm: str = "none"     # the scores it expects (raw cosine or AS-norm)
-    checkpoint_digest: str = ""  # file_digest of that checkpoint ("" when fitted on stored embeddings)
+    checkpoint_digest: str = ""  # model.checkpoint.checkpoint_digest of it ("" when fitted on stored embeddings)
     version: int = CALIBRATION_VERSION
 
     def llr(self, scores):
@@ -56,11 +56,12 @@ class Calibration:
         (by digest), else None (also when the calibration recorded no digest)."""
         if not self.checkpoint_digest or checkpoint_path is None:
             return None
-        digest = file_digest(checkpoint_path)
+        from model.checkpoint import checkpoint_digest
+        digest = checkpoint_digest(checkpoint_path)
         if digest == self.checkpoint_digest:
             return None
         return (f"calibration fitted on the scores of another model ({self.checkpoint or 'unnamed'}, "
-                f"{self.checkpoint_digest[:19]}) than {checkpoint_path} ({digest[:19]}); its LLRs do not "
+                f"digest {self.checkpoint_digest[:12]}) than {checkpoint_path} (digest {digest[:12]}); its LLRs do not "
                 f"hold for this model: refit it with score.py --calibrate_out")
 
     @classmethod

@@ -2,6 +2,7 @@
 calibrations that converge and know their model, config files checked like flags. Each failing
 command is run as the user runs it (``run_main``: one ``error:`` line, exit 2) and every file that
 existed before it is byte-compared afterwards."""
+import hashlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from common.errors import UserInputError
+from model.checkpoint import checkpoint_digest
 from evaluation.calibration import Calibration, fit_calibration, is_calibration_file, save_calibration
 from tests.conftest import ROOT
 from tests.test_robustness import ENV, error_line, run_entry
@@ -98,16 +100,16 @@ def test_calibration_round_trips_with_its_version_and_checkpoint_digest(tmp_path
     checkpoint, other = tmp_path / "a.pth", tmp_path / "b.pth"
     checkpoint.write_bytes(b"model a")
     other.write_bytes(b"model b")
-    from common.files import file_digest
-    calibration = Calibration(2.0, -1.0, checkpoint=str(checkpoint), checkpoint_digest=file_digest(checkpoint))
+    calibration = Calibration(2.0, -1.0, checkpoint=str(checkpoint), checkpoint_digest=checkpoint_digest(checkpoint))
     save_calibration(tmp_path / "cal.json", calibration)
     saved = json.loads((tmp_path / "cal.json").read_text())
     assert saved["version"] == 1
-    assert saved["checkpoint_digest"] == "sha256:" + __import__("hashlib").sha256(b"model a").hexdigest()
+    assert saved["checkpoint_digest"] == hashlib.blake2b(b"model a", digest_size=16).hexdigest()
     loaded = Calibration.load(tmp_path / "cal.json")
     assert loaded == calibration and is_calibration_file(tmp_path / "cal.json")
     assert loaded.model_mismatch(checkpoint) is None
-    assert f"than {other} (sha256:" in loaded.model_mismatch(other)
+    assert f"than {other} (digest {hashlib.blake2b(b'model b', digest_size=16).hexdigest()[:12]})" in \
+        loaded.model_mismatch(other)
     # a calibration written before the digest was recorded still loads (and cannot tell)
     (tmp_path / "old.json").write_text('{"slope": 2.0, "offset": -1.0, "fit_prior": 0.5}')
     assert Calibration.load(tmp_path / "old.json").model_mismatch(other) is None

@@ -35,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--calibrate_out", default=None, help="fit score -> LLR calibration here (JSON)")
     parser.add_argument("--calibration", default=None, help="apply this calibration (JSON from --calibrate_out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --calibrate_out replace an existing calibration file (never any other file)")
     configure.add_common_arguments(parser)
     args = configure.apply_common_arguments(parser.parse_args(argv))
     if args.calibration and args.calibrate_out:

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.errors import UserInputError
+from evaluation.audio_inputs import path_kind
 from evaluation.embedding_files import key_of
 from evaluation.trials import N_MISSING_SHOWN, Trials, feature_relpath
 
@@ -31,7 +32,7 @@ class Item:
 def read_trial_list(path) -> Trials:
     """``Trials`` (labels None when the list has none); CRLF, blank lines tolerated."""
     path = Path(path)
-    if not path.is_file():
+    if path_kind(path, " (--trials)") != "file":
         raise UserInputError(f"trial list not found: {path}")
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
@@ -58,9 +59,9 @@ def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> 
             continue
         audio = Path(audio_root) / name if audio_root is not None else Path(name)
         features = [Path(root) / feature_relpath(name) for root in feature_roots]
-        if audio.is_file():
+        if path_kind(audio, " (a trial-list entry)") == "file":
             resolved[name] = Item("audio", audio)
-        elif any(path.is_file() for path in features):
+        elif any(path_kind(path) == "file" for path in features):
             resolved[name] = Item("features", next(path for path in features if path.is_file()))
         else:
             missing.append(name)

@@ -175,3 +175,294 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_a_folder_a_rerun_may_re
     assert {str(aside / Path(name).relative_to(folder)): content for name, content in left.items()
             if not name.endswith("train.lock")} == tree_bytes(aside)     # moved aside, byte for byte
     assert (folder / "checkpoint_001.pth").is_file()
+
+
+# ------------------------------------------------------------------- score / embed / verify / API
+import embed as embed_cmd    # noqa: E402
+import score as score_cmd    # noqa: E402
+import verify as verify_cmd  # noqa: E402
+from evaluation.embedding_files import load_embeddings  # noqa: E402
+from speaker_api import SpeakerEncoder  # noqa: E402
+from tests.test_api import as_int16, run_in_process, tiny_checkpoint, voice_like  # noqa: E402
+
+
+@pytest.fixture
+def rig(tmp_path):
+    """Two tiny models (a.pth, b.pth), four recordings, a labelled trial list over them."""
+    models = tmp_path / "models"
+    models.mkdir()
+    tiny_checkpoint(models / "a.pth", seed=0)
+    tiny_checkpoint(models / "b.pth", seed=1)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for number in range(4):
+        sf.write(audio / f"r{number}.wav", as_int16(voice_like(seconds=0.8, pitch=110 + 25 * number, seed=number)),
+                 16000)
+    (tmp_path / "trials.txt").write_text("1 r0.wav r1.wav\n0 r0.wav r2.wav\n1 r2.wav r3.wav\n0 r1.wav r3.wav\n")
+    return tmp_path
+
+
+def score_flags(rig, *extra):
+    return ["--checkpoint", rig / "models/a.pth", "--trials", rig / "trials.txt", "--audio_root", rig / "audio",
+            "--save_path", rig / "no_features", "--out_dir", rig / "out", *extra]
+
+
+def refused(main, capsys, *argv) -> str:
+    """The one ``error:`` line of a refused command (exit 2, nothing on stderr but that line and notes)."""
+    result = run_in_process(main, capsys, *argv)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "checkpoint: " not in result.stderr, "the model was loaded: the check came after work began"
+    return errors[0]
+
+
+def test_calibrate_out_never_replaces_a_file_that_is_not_a_calibration(rig, capsys):
+    victim = rig / "models/a.pth"                                   # the checkpoint itself
+    before = tree_bytes(rig)
+    line = refused(score_cmd.main, capsys, *score_flags(rig, "--calibrate_out", victim))
+    assert line == (f"error: --calibrate_out {victim} exists and is not a calibration file; it is never replaced: "
+                    "choose another name (nothing was written)")
+    line = refused(score_cmd.main, capsys, *score_flags(rig, "--calibrate_out", victim, "--overwrite"))
+    assert "is not a calibration file; it is never replaced" in line
+    assert tree_bytes(rig) == before and not (rig / "out").exists()
+
+
+def test_calibrate_out_replaces_a_calibration_only_with_overwrite(rig, capsys):
+    calibration = rig / "cal.json"
+    save_calibration(calibration, Calibration(1.0, 0.0))
+    before = tree_bytes(rig)
+    line = refused(score_cmd.main, capsys, *score_flags(rig, "--calibrate_out", calibration))
+    assert line.startswith(f"error: --calibrate_out {calibration} already holds a calibration; pass --overwrite")
+    assert tree_bytes(rig) == before
+    result = run_in_process(score_cmd.main, capsys, *score_flags(rig, "--calibrate_out", calibration, "--overwrite"))
+    assert result.returncode == 0, result.stderr
+    fitted = Calibration.load(calibration)
+    assert fitted.checkpoint_digest == checkpoint_digest(rig / "models/a.pth") and fitted.n_target == 2
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("all target", (), "{t}: all 2 trials are target trials; EER, minDCF, Cllr and a calibration need both kinds"),
+    ("all non-target", (), "{t}: all 2 trials are non-target trials"),
+    ("out_dir a file", ("--out_dir", "{r}/afile"), "--out_dir {r}/afile is a file, not a folder"),
+    ("calibrate_out a folder", ("--calibrate_out", "{r}/audio"), "--calibrate_out {r}/audio is a folder, not a file"),
+    ("calibrate_out under a file", ("--calibrate_out", "{r}/afile/cal.json"),
+     "--calibrate_out {r}/afile/cal.json: {r}/afile is a file, not a folder"),
+    ("calibration slope true", ("--calibration", "{r}/bad.json"), "{r}/bad.json: not a calibration file written by"),
+    ("calibration of AS-norm scores", ("--calibration", "{r}/asnorm.json"),
+     "{r}/asnorm.json maps asnorm scores, but this run's --score_norm is none"),
+    ("calibrate_out without labels", ("--calibrate_out", "{r}/new.json"), "--calibrate_out needs labels: {t} has none"),
+    ("missing cohort", ("--score_norm", "asnorm", "--cohort", "{r}/nowhere"), "--cohort {r}/nowhere: no such folder"),
+])
+def test_score_checks_every_input_before_the_first_embedding(rig, capsys, case, extra, message):
+    trials = rig / "trials.txt"
+    if case.startswith("all"):
+        label = "1" if case == "all target" else "0"
+        trials.write_text(f"{label} r0.wav r1.wav\n{label} r2.wav r3.wav\n")
+    if case == "calibrate_out without labels":
+        trials.write_text("r0.wav r1.wav\nr2.wav r3.wav\n")
+    (rig / "afile").write_text("a file")
+    (rig / "bad.json").write_text('{"slope": true, "offset": 0}')
+    save_calibration(rig / "asnorm.json", Calibration(1.0, 0.0, score_norm="asnorm"))
+    before = tree_bytes(rig)
+    line = refused(score_cmd.main, capsys, *score_flags(rig), *(flag.format(r=rig) for flag in extra))
+    assert line.startswith("error: " + message.format(r=rig, t=trials)), line
+    assert tree_bytes(rig) == before
+    assert not (rig / "out").exists() or case == "out_dir a file"
+
+
+def test_scores_are_written_when_a_later_step_fails(rig, capsys):
+    result = run_in_process(score_cmd.main, capsys, *score_flags(rig))
+    assert result.returncode == 0, result.stderr
+    scores = {tuple(line.split()[2:]): float(line.split()[1]) for line in (rig / "out/scores.txt").read_text().splitlines()}
+    # labels against the scores: higher score = non-target, so the calibration fit fails (negative slope)
+    ranked = sorted(scores, key=scores.get)
+    (rig / "trials.txt").write_text("".join(f"{int(i < 2)} {e} {t}\n" for i, (e, t) in enumerate(ranked)))
+    expected = (rig / "trials.txt").read_text()
+    line = error_line(run_entry("score", *score_flags(rig, "--out_dir", rig / "late", "--calibrate_out",
+                                                      rig / "cal.json")))
+    assert line.startswith("error: calibration failed: on this list, higher scores do not mean 'same speaker'")
+    written = (rig / "late/scores.txt").read_text().splitlines()       # the embedding work is kept
+    assert [" ".join([w.split()[0], *w.split()[2:]]) for w in written] == expected.splitlines()
+    assert all(float(w.split()[1]) == scores[tuple(w.split()[2:])] for w in written)
+    assert not (rig / "cal.json").exists()
+
+
+def test_embed_folder_knows_its_model(rig, capsys):
+    out = rig / "emb"
+    assert run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / "models/a.pth", "--out", out,
+                          rig / "audio").returncode == 0
+    record = json.loads((out / "model.json").read_text())
+    assert record == {"checkpoint": str(rig / "models/a.pth"), "checkpoint_digest": checkpoint_digest(rig / "models/a.pth")}
+    before = tree_bytes(out)
+    line = refused(embed_cmd.main, capsys, "--checkpoint", rig / "models/b.pth", "--out", out, rig / "audio")
+    assert line.startswith(f"error: {out} holds embeddings of another model ({rig / 'models/a.pth'}, digest "
+                           f"{record['checkpoint_digest'][:12]}), not of {rig / 'models/b.pth'}")
+    assert tree_bytes(out) == before
+    result = run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / "models/b.pth", "--out", out, rig / "audio",
+                            "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" not in result.stderr
+    model_b = SpeakerEncoder.from_checkpoint(rig / "models/b.pth", device="cpu")
+    for number in range(4):
+        expected = model_b.embed(rig / f"audio/r{number}.wav")
+        np.testing.assert_allclose(np.load(out / f"r{number}.npy"), expected, atol=1e-5 * np.abs(expected).max())
+    assert json.loads((out / "model.json").read_text())["checkpoint_digest"] == checkpoint_digest(rig / "models/b.pth")
+
+
+def test_embed_rerun_with_a_subset_keeps_everything_in_the_index(rig, capsys):
+    out = rig / "emb"
+    for out_format in ("matrix", "ark"):
+        assert run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / "models/a.pth", "--out", out,
+                              rig / "audio", "--out_format", out_format).returncode == 0
+    first = load_embeddings(out)
+    index = (out / "index.tsv").read_text()
+    result = run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / "models/a.pth", "--out", out,
+                            rig / "audio/r1.wav", "--out_format", "matrix")
+    assert result.returncode == 0, result.stderr
+    assert (out / "index.tsv").read_text() == index                  # r0, r2, r3 still listed
+    assert (out / "keys.txt").read_text().split() == ["r0", "r1", "r2", "r3"]
+    for where in (out, out / "embeddings.npy", out / "embeddings.scp"):
+        again = load_embeddings(where)
+        assert sorted(again) == sorted(first) and all(np.array_equal(again[k], first[k]) for k in first)
+
+
+def test_embed_refuses_a_recording_named_like_the_matrix(rig, capsys):
+    (rig / "audio/r0.wav").rename(rig / "audio/embeddings.wav")
+    before = tree_bytes(rig)
+    line = refused(embed_cmd.main, capsys, "--checkpoint", rig / "models/a.pth", "--out", rig / "emb", rig / "audio",
+                   "--out_format", "matrix")
+    assert line.startswith(f"error: {rig / 'audio/embeddings.wav'}: its embedding would be named embeddings.npy, "
+                           "the name of the output folder's own embeddings.npy")
+    assert tree_bytes(rig) == before and not (rig / "emb").exists()
+
+
+@pytest.mark.parametrize("case", ["out is a file", "entry too long", "seed -1"])
+def test_embed_bad_arguments_are_one_error_line(rig, capsys, case):
+    (rig / "afile").write_text("keep me")
+    argv = ["--checkpoint", rig / "models/a.pth", "--out", rig / "emb", rig / "audio"]
+    message = {"out is a file": f"{rig / 'afile'} is a file, not a folder: choose another output folder "
+                                "(nothing was written)",
+               "entry too long": "a" * 80 + f"... (listed in {rig / 'list.txt'}): not a usable path (File name too long)",
+               "seed -1": "--seed must lie in [0, 2**32) (the random generators' range), got -1"}[case]
+    if case == "out is a file":
+        argv[3] = rig / "afile"
+    elif case == "entry too long":
+        (rig / "list.txt").write_text("a" * 300 + ".wav\n")
+        argv += ["--list", rig / "list.txt"]
+    else:
+        argv += ["--seed", "-1"]
+    before = tree_bytes(rig)
+    result = run_in_process(embed_cmd.main, capsys, *argv)
+    assert result.returncode == 2 and result.stderr.splitlines() == [f"error: {message}"], result.stderr
+    assert tree_bytes(rig) == before and not (rig / "emb").exists()
+
+
+def test_trial_entry_longer_than_a_file_name_is_one_error_line(rig, capsys):
+    (rig / "trials.txt").write_text(f"1 r0.wav {'b' * 300}.wav\n0 r0.wav r1.wav\n")
+    before = tree_bytes(rig)
+    line = refused(score_cmd.main, capsys, *score_flags(rig))
+    assert line == f"error: {rig / 'audio'}/{'b' * (80 - len(str(rig / 'audio')) - 1)}... (a trial-list entry): " \
+                   "not a usable path (File name too long)"
+    assert tree_bytes(rig) == before
+
+
+def test_ark_scp_written_with_a_relative_out_resolves_from_anywhere(rig, capsys, monkeypatch):
+    monkeypatch.chdir(rig)
+    assert run_in_process(embed_cmd.main, capsys, "--checkpoint", "models/a.pth", "--out", "emb", "audio",
+                          "--out_format", "ark").returncode == 0
+    elsewhere = rig / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from_scp, from_npy = load_embeddings(rig / "emb/embeddings.scp"), load_embeddings(rig / "emb")
+    assert sorted(from_scp) == ["r0", "r1", "r2", "r3"]
+    assert all(np.array_equal(from_scp[key], from_npy[key]) for key in from_npy)
+
+
+# ---------------------------------------------------------------------------------------- verify.py
+def verify_flags(rig, *extra):
+    return ["--checkpoint", rig / "models/a.pth", *extra, rig / "audio/r0.wav", rig / "audio/r1.wav"]
+
+
+def test_verify_refuses_a_threshold_that_is_not_a_number(rig, capsys):
+    for value in ("nan", "inf"):
+        assert refused(verify_cmd.main, capsys, *verify_flags(rig, "--threshold", value)) == \
+            f"error: --threshold must be a finite score, got {float(value)}"
+
+
+def test_verify_p_target_without_a_calibration_is_refused_as_the_api_refuses_it(rig, capsys):
+    (rig / "eer.json").write_text('{"threshold": 0.5}')
+    before = tree_bytes(rig)
+    line = refused(verify_cmd.main, capsys, *verify_flags(rig, "--threshold_file", rig / "eer.json",
+                                                          "--p_target", "0.01"))
+    assert line.startswith("error: --p_target 0.01 needs a calibration (--calibration FILE, or "
+                           "<checkpoint>.calibration.json; score.py --calibrate_out fits one)")
+    with pytest.raises(UserInputError, match="no calibration for"):
+        SpeakerEncoder.from_checkpoint(rig / "models/a.pth", device="cpu").verify(
+            rig / "audio/r0.wav", rig / "audio/r1.wav", p_target=0.01)
+    assert tree_bytes(rig) == before
+
+
+@pytest.mark.parametrize("fields, message", [
+    ('{"slope": true, "offset": 0}', "slope must be a float, got True"),
+    ('{"slope": 1, "offset": 0, "fit_prior": 7}', "fit_prior must be strictly between 0 and 1, got 7"),
+    ('{"slope": 1e308, "offset": 0}', "slope must be positive and at most 1e+06"),
+])
+def test_verify_refuses_malformed_calibration_values(rig, capsys, fields, message):
+    (rig / "cal.json").write_text(fields)
+    line = refused(verify_cmd.main, capsys, *verify_flags(rig, "--calibration", rig / "cal.json"))
+    assert line.startswith(f"error: {rig / 'cal.json'}: not a calibration file") and message in line
+
+
+def test_verify_warns_when_the_calibration_was_fitted_on_another_model(rig, capsys):
+    save_calibration(rig / "cal.json", Calibration(2.0, -1.0, checkpoint=str(rig / "models/b.pth"),
+                                                   checkpoint_digest=checkpoint_digest(rig / "models/b.pth")))
+    result = run_in_process(verify_cmd.main, capsys, *verify_flags(rig, "--calibration", rig / "cal.json"))
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {rig / 'cal.json'}: calibration fitted on the scores of another model "
+                              f"({rig / 'models/b.pth'}, digest {checkpoint_digest(rig / 'models/b.pth')[:12]}) "
+                              f"than {rig / 'models/a.pth'}")
+    save_calibration(rig / "own.json", Calibration(2.0, -1.0, checkpoint_digest=checkpoint_digest(rig / "models/a.pth")))
+    result = run_in_process(verify_cmd.main, capsys, *verify_flags(rig, "--calibration", rig / "own.json"))
+    assert result.returncode == 0 and "warning:" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------ the Python API
+SAMPLES = voice_like(seconds=0.6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda e: e.embed(SAMPLES, sample_rate=0), "array: sample_rate must be at least 1, got 0"),
+    (lambda e: e.embed(SAMPLES, sample_rate=-16000), "array: sample_rate must be at least 1, got -16000"),
+    (lambda e: e.embed(SAMPLES, sample_rate="16k"), "array: sample_rate must be an integer, got '16k' (str)"),
+    (lambda e: e.embed(SAMPLES, sample_rate=float("nan")), "array: sample_rate must be a whole number, got nan"),
+    (lambda e: e.embed(SAMPLES, sample_rate=16000.5), "array: sample_rate must be a whole number, got 16000.5"),
+    (lambda e: e.embed(SAMPLES, sample_rate=True), "array: sample_rate must be an integer, got True (bool)"),
+    (lambda e: e.features(SAMPLES, sample_rate=0), "array: sample_rate must be at least 1, got 0"),
+    (lambda e: e.identify(np.ones(256, np.float32), {"a": np.ones(256, np.float32)}, top_k="x"),
+     "top_k must be an integer, got 'x' (str)"),
+    (lambda e: e.identify(np.ones(256, np.float32), {"a": np.ones(256, np.float32)}, top_k=0),
+     "top_k must be at least 1, got 0"),
+    (lambda e: e.identify(np.ones(256, np.float32), ["a"]), "identify() gallery must be a non-empty dict, got list"),
+    (lambda e: e.enroll(5), "enroll() takes a non-empty list of recordings, got int"),
+    (lambda e: e.enroll_gallery(["a.wav"]), "enroll_gallery() speakers must be a non-empty dict, got list"),
+    (lambda e: e.score(None, np.ones(256)), "score() takes embeddings of shape (256,)"),
+    (lambda e: e.score(np.array(["x"] * 256), np.ones(256)), "score() takes embeddings of shape (256,)"),
+    (lambda e: e.verify(np.ones(256), np.ones(256), p_target="x"), "p_target must be a number strictly between"),
+    (lambda e: e.verify(np.ones(256), np.ones(256), calibration=7), "calibration must be a file path (str or Path), got 7"),
+    (lambda e: SpeakerEncoder.from_checkpoint(7), "checkpoint path must be a file path (str or Path), got 7 (int)"),
+    (lambda e: SpeakerEncoder.from_checkpoint(n_folder="0", cp_num=1), "n_folder must be an integer, got '0' (str)"),
+])
+def test_api_arguments_are_checked(rig, call, message):
+    encoder = SpeakerEncoder.from_checkpoint(rig / "models/a.pth", device="cpu")
+    with pytest.raises(UserInputError) as caught:
+        call(encoder)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_api_sample_rate_as_a_whole_float_or_numpy_integer_is_accepted(rig):
+    encoder = SpeakerEncoder.from_checkpoint(rig / "models/a.pth", device="cpu")
+    reference = encoder.embed(SAMPLES, sample_rate=16000)
+    for rate in (16000.0, np.int64(16000), np.float32(16000)):
+        assert np.array_equal(encoder.embed(SAMPLES, sample_rate=rate), reference)

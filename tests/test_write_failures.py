@@ -96,7 +96,7 @@ def test_embed_over_quota_names_the_file_and_keeps_the_finished_ones(tmp_path, m
     result = run_entry("embed", "--checkpoint", tmp_path / "model.pth", "--out", tmp_path / "out",
                        *(tmp_path / f"{name}.wav" for name in "abc"), "--use_cuda", "False")
     assert error_line(result).startswith(f"error: cannot write {tmp_path / 'out'}/b.npy: disk quota exceeded, ")
-    assert files_under(tmp_path / "out") == ["a.npy"]
+    assert files_under(tmp_path / "out") == ["a.npy", "model.json"]
     assert np.load(tmp_path / "out/a.npy").shape == (256,)
 
 

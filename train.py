@@ -110,7 +110,7 @@ def config_defaults(path, parser) -> dict:
     world_size, are ignored); an unknown key or a file that is not a mapping is an error."""
     try:
         settings = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise UserInputError(f"--config {path}: cannot read it ({str(error).splitlines()[0]})") from None
     if not isinstance(settings, dict):
         raise UserInputError(f"--config {path}: expected a mapping of flag names to values")

@@ -83,7 +83,7 @@ class Calibration:
         known = {field.name: field for field in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - set(known))
         if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
         for name, value in fields.items():
             check_field_type(name, value, known[name].type)
         calibration = cls(**fields)

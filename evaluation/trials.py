@@ -13,6 +13,7 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
+from evaluation.audio_inputs import path_kind
 
 N_MISSING_SHOWN = 5
 
@@ -84,7 +85,8 @@ def locate_features(names, roots) -> dict:
     located, missing = {}, []
     for name in names:
         relpath = feature_relpath(name)
-        found = next((Path(root) / relpath for root in roots if (Path(root) / relpath).is_file()), None)
+        found = next((Path(root) / relpath for root in roots
+                      if path_kind(Path(root) / relpath, " (a trial-list entry)") == "file"), None)
         if found is None:
             missing.append(name)
         else:

@@ -75,7 +75,7 @@ def test_calibration_of_equal_scores_is_refused():
     ({"slope": 1, "offset": "0"}, "offset must be a float, got '0'"),
     ({"slope": 1, "offset": 0, "n_target": 2.5}, "n_target must be a int, got 2.5"),
     ({"slope": 1, "offset": 0, "score_norm": "znorm"}, "score_norm must be one of none, asnorm"),
-    ({"slope": 1, "offset": 0, "colour": "red"}, "unknown field(s) colour"),
+    ({"slope": 1, "offset": 0, "colour": "red"}, "unknown field(s) 'colour'"),
     ({"slope": 1, "offset": 0, "version": 99}, "version must be a version this code reads"),
     ([1, 2], "expected a JSON object, found list"),
 ])

@@ -8,6 +8,8 @@
     python dataprep.py --save_path DIR --synthetic [--n_speakers 40 --n_test_speakers 10 --seed 0]
     python dataprep.py --save_path DIR --download_augment --extract_augment [--split_musan]  # MUSAN, RIRS_NOISES
     python dataprep.py --save_path DIR --synthetic_augment        # a small synthetic noise/RIR set instead
+    python dataprep.py --download_pretrained    # the authors' checkpoint -> saved_model/baseline_000/checkpoint_100.pth
+    python dataprep.py --download_lists         # VoxCeleb1-O/E/H trial lists (original and cleaned) -> lists/
 
 Then extract features with ``python feat_extract/feature_extraction.py --save_path DIR``.
 For ``train.py --augment``: ``--noise_dir DIR/musan`` (or ``DIR/musan_split``) ``--rir_dir
@@ -18,7 +20,7 @@ import argparse
 import sys
 
 import configure
-from prep import augment_corpora, download, synthetic, synthetic_augment
+from prep import augment_corpora, download, pretrained, synthetic, synthetic_augment, trial_lists
 from common.errors import UserInputError, run_main
 from feat_extract.shards import parse_shard
 
@@ -46,7 +48,25 @@ def parse_args(argv=None):
                              "as feature_extraction.py --shard), so several machines share the work")
     add_augment_arguments(parser)
     add_synthetic_arguments(parser)
+    add_published_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_published_arguments(parser) -> None:
+    group = parser.add_argument_group("the authors' checkpoint and the VoxCeleb1 trial lists")
+    group.add_argument("--download_pretrained", action="store_true",
+                       help="fetch the authors' published checkpoint (Google Drive) into "
+                            "MODEL_DIR/baseline_000/checkpoint_100.pth, where EER_full.py --n_folder 0 "
+                            "--cp_num 100 finds it")
+    group.add_argument("--pretrained_url", default=pretrained.PRETRAINED_URL,
+                       help="Drive's download endpoint (or a mirror of it), asked as URL?export=download&id="
+                            f"{pretrained.PRETRAINED_FILE_ID}")
+    configure.add_model_dir_argument(group)
+    group.add_argument("--download_lists", action="store_true",
+                       help="fetch the VoxCeleb1-O/E/H trial lists, original and cleaned ("
+                            f"{', '.join(configure.PROTOCOL_LISTS.values())}) into LISTS_DIR")
+    group.add_argument("--lists_url", default=trial_lists.LISTS_URL, help="where the lists are published")
+    group.add_argument("--lists_dir", default=str(configure.LISTS_DIR), help="where the lists go")
 
 
 def add_augment_arguments(parser) -> None:
@@ -127,15 +147,29 @@ def run_voxceleb(args) -> None:
                   f"{result['failed'][0][0]}: {result['failed'][0][1]}", file=sys.stderr)
 
 
+def run_published(args) -> None:
+    if args.download_pretrained:
+        path, outcome = pretrained.download_pretrained(args.model_dir, args.pretrained_url)
+        checked = "SHA-256 and structure" if pretrained.PRETRAINED_SHA256 else "structure (no SHA-256 pinned yet)"
+        print(f"pretrained: {path} {outcome} ({checked} verified); evaluate it with "
+              f"EER_full.py --n_folder {pretrained.PRETRAINED_N_FOLDER} --cp_num {pretrained.PRETRAINED_CP_NUM}"
+              + (f" --model_dir {args.model_dir}" if args.model_dir else ""))
+    if args.download_lists:
+        outcomes = trial_lists.download_lists(args.lists_dir, args.lists_url)
+        for name, outcome in outcomes.items():
+            print(f"lists: {name} {outcome} in {args.lists_dir}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.save_path = args.save_path or configure.save_path
     augment = args.download_augment or args.extract_augment or args.split_musan
+    published = args.download_pretrained or args.download_lists
     if not (args.synthetic or args.synthetic_augment or args.download or args.extract or args.convert
-            or augment):
+            or augment or published):
         raise UserInputError("nothing to do: give --synthetic and/or --synthetic_augment, or one or more "
                              "of --download, --extract, --convert, --download_augment, --extract_augment, "
-                             "--split_musan")
+                             "--split_musan, --download_pretrained, --download_lists")
     if args.workers is not None and args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}")
     args.shard = parse_shard(args.shard)
@@ -147,6 +181,8 @@ def main(argv=None) -> None:
         run_augment(args)
     if args.download or args.extract or args.convert:
         run_voxceleb(args)
+    if published:
+        run_published(args)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,16 @@ def read_archives_list(path) -> list:
 
 # ------------------------------------------------------------------------------------ small tools
 def md5_of(path, desc=None) -> str:
-    digest = hashlib.md5()
+    return digest_of(path, "md5", desc)
+
+
+def sha256_of(path, desc=None) -> str:
+    return digest_of(path, "sha256", desc)
+
+
+def digest_of(path, algorithm: str, desc=None) -> str:
+    """Hex digest of a file, read in blocks (a progress bar when ``desc`` is given)."""
+    digest = hashlib.new(algorithm)
     size = Path(path).stat().st_size
     with open(path, "rb") as handle, tqdm(total=size, unit="B", unit_scale=True, desc=desc,
                                           disable=desc is None, leave=False) as bar:
@@ -91,9 +100,15 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2 ** 30:.2f} GiB"
 
 
-def set_aside(path: Path) -> Path:
-    """Move a file whose checksum is wrong to ``<name>.md5-mismatch`` (kept for inspection)."""
-    bad = path.with_name(path.name.removesuffix(".part") + ".md5-mismatch")
+def looks_like_html(path) -> bool:
+    """A web page (an error or login page saved under a data file's name)."""
+    with open(path, "rb") as handle:
+        return handle.read(512).lstrip()[:1] == b"<"
+
+
+def set_aside(path: Path, reason: str = "md5-mismatch") -> Path:
+    """Move a file whose checksum is wrong to ``<name>.<reason>`` (kept for inspection)."""
+    bad = path.with_name(path.name.removesuffix(".part") + f".{reason}")
     os.replace(path, bad)
     return bad
 
@@ -180,21 +195,31 @@ def download_part(base_url: str, name: str, md5: str, folder, credentials: Crede
             return "skipped"
         raise UserInputError(f"{final}: MD5 mismatch, moved aside to {set_aside(final)}")
     folder.mkdir(parents=True, exist_ok=True)
-    offset = partial.stat().st_size if partial.is_file() else 0
-    response = open_part(url, credentials, offset)
-    if response is not None:
-        with response:
-            resumed = response.status == 206
-            offset = offset if resumed else 0
-            remaining = int(response.headers.get("Content-Length") or 0)
-            check_free_space(folder, remaining, f"downloading {name}")
-            write_stream(response, partial, "ab" if resumed else "wb", offset, offset + remaining, name)
+    save_response(open_part(url, credentials, partial_size(partial)), partial, name)
     if md5_of(partial, desc=f"verify {name}") != md5:
         bad = set_aside(partial)
         raise UserInputError(f"{name}: MD5 mismatch after download (expected {md5}); the file was "
                              f"moved aside to {bad}; delete it and run again")
     os.replace(partial, final)
     return "downloaded"
+
+
+def partial_size(partial: Path) -> int:
+    """Bytes already downloaded into ``partial`` (the offset of the next Range request)."""
+    return partial.stat().st_size if partial.is_file() else 0
+
+
+def save_response(response, partial: Path, name: str) -> None:
+    """Append a 206 (partial content) response to ``partial``, or replace it with a 200 one;
+    None (HTTP 416: nothing left to send) leaves it as it is. The free space is checked first."""
+    if response is None:
+        return
+    with response:
+        resumed = response.status == 206
+        offset = partial_size(partial) if resumed else 0
+        remaining = int(response.headers.get("Content-Length") or 0)
+        check_free_space(partial.parent, remaining, f"downloading {name}")
+        write_stream(response, partial, "ab" if resumed else "wb", offset, offset + remaining, name)
 
 
 def write_stream(response, path: Path, mode: str, offset: int, total: int, name: str) -> None:

@@ -42,15 +42,20 @@ def read_list(path, n_fields: int) -> list:
     if not path.is_file():
         raise UserInputError(f"{path}: list not found")
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
+    for number, line, fields in text_rows(path):
         if len(fields) != n_fields or not re.fullmatch(r"[0-9a-fA-F]{32}", fields[-1]):
             raise UserInputError(f"{path}:{number}: expected {n_fields} fields ending in an MD5, "
                                  f"got {line.strip()!r}")
         rows.append(tuple(fields[:-1]) + (fields[-1].lower(),))
     return rows
+
+
+def text_rows(path):
+    """(line number, line, whitespace-separated fields) of each non-blank line of a text file."""
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            yield number, line, fields
 
 
 def read_parts_list(path) -> list:

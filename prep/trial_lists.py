@@ -15,7 +15,8 @@ from pathlib import Path
 
 import configure
 from common.errors import UserInputError
-from prep.download import Credentials, looks_like_html, open_part, partial_size, save_response, set_aside
+from prep.download import (Credentials, looks_like_html, open_part, partial_size, save_response, set_aside,
+                           text_rows)
 
 LISTS_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
 # list file -> (trials, SHA-256 of its rows or None when not yet known)
@@ -36,10 +37,7 @@ def trial_rows(path) -> list:
     if looks_like_html(path):
         raise UserInputError(f"{path}: an HTML page, not a trial list")
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
+    for number, line, fields in text_rows(path):
         if (len(fields) != 3 or fields[0] not in ("0", "1")
                 or not all(VOX1_PATH.fullmatch(field) for field in fields[1:])):
             raise UserInputError(f"{path}:{number}: expected 'label enroll test' (label 0 or 1, VoxCeleb1 "

@@ -13,7 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 save_path = os.environ.get("META_SR_SAVE_PATH", str(PROJECT_ROOT / "data"))
 SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
-VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"
+VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"   # the paper's list (VoxCeleb1-O original): EER_full.py's default
 
 # VoxCeleb1 verification protocols -> their list file (`dataprep.py --download_lists` fetches them into
 # lists/). The cleaned lists are the default; "-original" names the lists as first published.

@@ -12,7 +12,6 @@ interrupted VoxCeleb1-E/H run continues where it stopped.
 Prints EER, threshold and minDCF (p_target 0.01, 0.001, 0.05); writes scores_full_cpNNN.txt,
 eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_dir).
 """
-import argparse
 
 import configure
 from common.errors import UserInputError, run_main
@@ -26,11 +25,12 @@ from evaluation.trials import locate_features, voxceleb1_feature_roots
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     cli.add_model_arguments(parser, batch_size=16)
     add_protocol_arguments(parser)
     add_cache_argument(parser)
-    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
+    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none",
+                        help="asnorm: also adaptive S-norm scores against a cohort of training speakers")
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--cohort_utterances", type=int, default=3,
                         help="training utterances averaged per cohort speaker")
@@ -53,6 +53,7 @@ def cohort_corpus(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.check_checkpoint(args)
     trials = selected_trials(args)
     roots = voxceleb1_feature_roots(args.save_path)
     located = locate_features(trials.utterances(), roots)

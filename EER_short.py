@@ -13,7 +13,6 @@ With --protocol O|E|H (cleaned VoxCeleb1 lists; O-original etc. as first publish
 the list's pairs replace the drawn ones: enrolment = the full utterance (through the resumable
 embedding cache EER_full.py uses), test = a seeded random crop of --test_length frames.
 """
-import argparse
 
 import numpy as np
 
@@ -31,7 +30,7 @@ ORIGINAL_TEST_LENGTH = 500   # the original EER_short.py's default
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     cli.add_model_arguments(parser, batch_size=64)
     parser.add_argument("--test_length", type=int, nargs="+", default=[ORIGINAL_TEST_LENGTH],
                         help="test crop length(s) in frames (100 = 1 s); several give one table and figure")
@@ -61,6 +60,7 @@ def print_table(reports: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.check_checkpoint(args)
     listed = selected_trials(args) if args.protocol or args.trials else None
     roots = (voxceleb1_feature_roots(args.save_path) if listed
              else evaluation_feature_roots(args.save_path, args.data_type))

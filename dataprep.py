@@ -16,7 +16,6 @@ For ``train.py --augment``: ``--noise_dir DIR/musan`` (or ``DIR/musan_split``) `
 DIR/RIRS_NOISES/simulated_rirs``; the synthetic set: ``DIR/augment/musan`` and
 ``DIR/augment/RIRS_NOISES/simulated_rirs``.
 """
-import argparse
 import sys
 
 import configure
@@ -26,9 +25,8 @@ from feat_extract.shards import parse_shard
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--save_path", default=None,
-                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser = configure.argument_parser(__doc__)
+    configure.add_save_path_argument(parser)
     parser.add_argument("--download", action="store_true", help="download the archive parts")
     parser.add_argument("--extract", action="store_true", help="join parts and extract the zips")
     parser.add_argument("--convert", action="store_true", help="VoxCeleb2 m4a -> 16 kHz wav (ffmpeg)")
@@ -40,8 +38,10 @@ def parse_args(argv=None):
     parser.add_argument("--base_url", default=None, help="download host / mirror (default: with a key, "
                         f"{download.KEYED_BASE_URL}, asked as BASE?file=<part>&key=<key>; else "
                         f"{download.DEFAULT_BASE_URL}, asked as BASE/<part>)")
-    parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"))
-    parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"))
+    parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"),
+                        help="the VoxCeleb archive parts to download, 'name md5' per line")
+    parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"),
+                        help="how parts join into archives, 'glob-of-parts archive md5' per line")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: all cores)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="--convert only shard K of N of the files (a deterministic split by file name, "
@@ -86,12 +86,12 @@ def add_synthetic_arguments(parser) -> None:
     group.add_argument("--synthetic", action="store_true", help="write the built-in synthetic corpus")
     group.add_argument("--n_speakers", type=int, default=40, help="training speakers")
     group.add_argument("--n_test_speakers", type=int, default=10, help="unseen test speakers")
-    group.add_argument("--utterances_per_speaker", type=int, default=20)
-    group.add_argument("--test_utterances_per_speaker", type=int, default=10)
-    group.add_argument("--min_seconds", type=float, default=3.0, help="usual utterance length range")
-    group.add_argument("--max_seconds", type=float, default=8.0)
+    group.add_argument("--utterances_per_speaker", type=int, default=20, help="utterances of a training speaker")
+    group.add_argument("--test_utterances_per_speaker", type=int, default=10, help="utterances of a test speaker")
+    group.add_argument("--min_seconds", type=float, default=3.0, help="shortest usual utterance, seconds")
+    group.add_argument("--max_seconds", type=float, default=8.0, help="longest usual utterance, seconds")
     group.add_argument("--short_fraction", type=float, default=0.1, help="share of 1-2 s utterances")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same corpus)")
     group.add_argument("--synthetic_augment", action="store_true",
                        help="write a small synthetic noise/music/speech/RIR set in SAVE_PATH/augment")
 
@@ -152,7 +152,7 @@ def run_published(args) -> None:
         path, outcome = pretrained.download_pretrained(args.model_dir, args.pretrained_url)
         checked = "SHA-256 and structure" if pretrained.PRETRAINED_SHA256 else "structure (no SHA-256 pinned yet)"
         print(f"pretrained: {path} {outcome} ({checked} verified); evaluate it with "
-              f"EER_full.py --n_folder {pretrained.PRETRAINED_N_FOLDER} --cp_num {pretrained.PRETRAINED_CP_NUM}"
+              f"EER_full.py --n_folder {configure.PAPER_N_FOLDER} --cp_num {configure.PAPER_CP_NUM}"
               + (f" --model_dir {args.model_dir}" if args.model_dir else ""))
     if args.download_lists:
         outcomes = trial_lists.download_lists(args.lists_dir, args.lists_url)

@@ -15,24 +15,25 @@ Cllr before and after; --calibration applies a saved one. --qmf duration (with -
 makes the calibration duration-aware: the log durations of the shorter and longer side of each
 trial are inputs of the fit too, and every later --calibration / verify.py / API use applies them.
 """
-import argparse
 
 import configure
 from common.errors import run_main
+from evaluation import cli
 from evaluation.score_trials import score_trial_list
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("--trials", required=True, help="trial list: [label] enroll test per line")
     parser.add_argument("--audio_root", default=None, help="folder the audio entries are relative to")
     parser.add_argument("--embeddings", default=None,
                         help="embeddings to look entries up in (embed.py folder, matrix .npy, Kaldi .scp/.ark)")
     configure.add_checkpoint_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
-    parser.add_argument("--chunk_seconds", type=float, default=150.0, help="longer recordings go in exact chunks")
+    cli.add_chunk_seconds_argument(parser)
     parser.add_argument("--out_dir", default="score_out", help="where scores.txt, report.json, det.png go")
-    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
+    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none",
+                        help="asnorm: adaptive S-norm of the scores against --cohort")
     parser.add_argument("--cohort", default=None, help="AS-norm cohort: audio folder or embeddings")
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--calibrate_out", default=None, help="fit score -> LLR calibration here (JSON)")

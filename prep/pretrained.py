@@ -26,7 +26,6 @@ from prep.download import (Credentials, looks_like_html, open_part, partial_size
 PRETRAINED_URL = "https://drive.google.com/uc"        # asked as URL?export=download&id=<file id>
 PRETRAINED_FILE_ID = "1uqRviTrmm578nw_OQgqtj3iAmc6eSnTI"
 PRETRAINED_SHA256 = None    # the authors' file's SHA-256: fill in once known; then it is checked
-PRETRAINED_N_FOLDER, PRETRAINED_CP_NUM = 0, 100   # EER_full.py --n_folder 0 --cp_num 100 finds it
 PRETRAINED_SHAPE = {"num_classes": 5994, "channels": 32, "backbone": "resnet34"}
 PAGE_BYTES = 1 << 20        # a confirmation page is a few kB; read at most this much of one
 
@@ -134,7 +133,7 @@ def download_pretrained(model_dir=None, base_url: str = PRETRAINED_URL, file_id:
                         sha256=PRETRAINED_SHA256) -> tuple:
     """Fetch, verify and place the authors' checkpoint as ``<model_dir>/baseline_000/checkpoint_100.pth``;
     returns (path, 'downloaded' or 'already present'). An existing different file is never replaced."""
-    target = configure.checkpoint_path(PRETRAINED_N_FOLDER, PRETRAINED_CP_NUM, model_dir)
+    target = configure.checkpoint_path(configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM, model_dir)
     if target.is_file() and sha256 is not None and sha256_of(target) == sha256:
         return target, "already present"
     partial = target.with_name(target.name + ".part")

@@ -13,6 +13,8 @@ import yaml
 
 import configure
 from common.errors import UserInputError, run_main
+from data_loading.waveforms import FBANK_PLACES, INPUTS
+from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSSES
 from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
 from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
@@ -22,7 +24,7 @@ RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     str2bool = configure.str2bool
     parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
                         help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
@@ -38,10 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "prototypical only: classification losses always train on full 200-frame crops)")
     parser.add_argument("--nb_class_train", type=int, default=None,
                         help="speakers per episode (default 100; softmax batch default 256)")
-    parser.add_argument("--n_folder", type=int, default=0, help="saved_model/baseline_XXX folder number")
+    configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM, checkpoint=False)
     parser.add_argument("--data_type", choices=("vox1", "vox2"), default="vox2", help="training data")
     parser.add_argument("--use_checkpoint", type=str2bool, default=False, help="resume from --cp_num")
-    parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) to resume from")
     parser.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
                         help="start afresh in a used --n_folder: its old files move into replaced_<date>/")
     configure.add_common_arguments(parser)
@@ -63,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
     parser.add_argument("--val_trials", type=str, default=None,
                         help="validate on this trial list (label enroll test) while training; best.pth kept")
-    parser.add_argument("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
+                        help="validate every N epochs (and after the last)")
     parser.add_argument("--val_features", nargs="+", default=None,
                         help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
     add_waveform_arguments(parser)
-    configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
     parser.add_argument("--tensorboard", type=configure.str2bool, nargs="?", const=True, default=False,
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_waveform_arguments(parser) -> None:
     """Training from recordings and augmenting them (beyond the paper; docs/training.md)."""
-    parser.add_argument("--input", choices=("features", "wav"), default="features",
+    parser.add_argument("--input", choices=INPUTS, default=INPUTS[0],
                         help="cut training crops from the stored features (the paper) or from the recordings, "
                              "features computed on the fly")
     parser.add_argument("--wav_dir", type=str, default=None,
@@ -93,7 +94,7 @@ def add_waveform_arguments(parser) -> None:
                              "default: simulated shoebox rooms")
     parser.add_argument("--speed_perturb", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="also play every recording at 0.9x and 1.1x speed, as new speakers (3x speakers)")
-    parser.add_argument("--wav_fbank", choices=("workers", "device"), default="workers",
+    parser.add_argument("--wav_fbank", choices=FBANK_PLACES, default=FBANK_PLACES[0],
                         help="--input wav: compute the features in the DataLoader workers, or on the training "
                              "device (GPU) in the step, from the crops' samples")
 

@@ -15,6 +15,7 @@ import configure
 from common.errors import UserInputError
 from data_loading.episodes import CROP_FRAMES, EpisodeConfig
 from data_loading.waveforms import check_waveform_config, resolve_waveform_config
+from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSSES
 from model.registry import DEFAULT_MODEL, default_args
 from training.distributed import DistContext
@@ -103,7 +104,7 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     if values["cudnn_benchmark"] is None:  # autotuning pays off only when the shapes repeat
         values["cudnn_benchmark"] = not values["use_variable"]
     if values["val_interval"] is None:
-        values["val_interval"] = 1
+        values["val_interval"] = DEFAULT_VAL_INTERVAL
     values["model_dir"] = str(values["model_dir"] or configure.SAVED_MODEL_DIR)
     values["tensorboard"] = bool(values["tensorboard"])
     values["world_size"] = ctx.world_size

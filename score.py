@@ -11,7 +11,9 @@ VoxCeleb keys with features under --save_path; each distinct entry is embedded o
 scores.txt (``label score enroll test``; the LLR as well when calibrated), report.json and det.png
 in --out_dir. With labels it prints EER, minDCF (0.01, 0.001, 0.05), actDCF (scores read as LLRs),
 Cllr and minCllr. --calibrate_out fits score -> LLR (logistic regression) on this list and prints
-Cllr before and after; --calibration applies a saved one.
+Cllr before and after; --calibration applies a saved one. --qmf duration (with --calibrate_out)
+makes the calibration duration-aware: the log durations of the shorter and longer side of each
+trial are inputs of the fit too, and every later --calibration / verify.py / API use applies them.
 """
 
 import configure
@@ -36,10 +38,16 @@ def parse_args(argv=None):
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--calibrate_out", default=None, help="fit score -> LLR calibration here (JSON)")
     parser.add_argument("--calibration", default=None, help="apply this calibration (JSON from --calibrate_out)")
+    parser.add_argument("--qmf", choices=("none", "duration"), default="none",
+                        help="with --calibrate_out: quality measures added to the fit; duration = log durations "
+                             "of the shorter and the longer side (duration-aware calibration, for short utterances)")
     configure.add_common_arguments(parser)
     args = configure.apply_common_arguments(parser.parse_args(argv))
     if args.calibration and args.calibrate_out:
         parser.error("give --calibration (apply) or --calibrate_out (fit), not both")
+    if args.qmf != "none" and not args.calibrate_out:
+        parser.error("--qmf is a choice of the calibration fit: give it with --calibrate_out "
+                     "(an applied calibration says its own qmf)")
     if args.score_norm == "asnorm" and not args.cohort:
         parser.error("--score_norm asnorm needs --cohort (an audio folder or embeddings)")
     if args.batch_size < 1 or args.cohort_size < 1 or not args.chunk_seconds >= 1:

@@ -10,8 +10,9 @@ from common.errors import UserInputError
 from common.files import write_text
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
-from evaluation.calibration import Calibration, calibration_beside, fit_calibration, save_calibration
-from evaluation.embedding_files import INDEX_NAME, load_embeddings
+from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
+                                    save_calibration)
+from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
@@ -41,10 +42,32 @@ class LazyModel:
         return self.model
 
 
-def embed(entries: dict, lazy: LazyModel, args) -> dict:
+def embed(entries: dict, lazy: LazyModel, args, durations: dict = None) -> dict:
+    """{entry: embedding}; the durations (s) of the recordings embedded go into ``durations``."""
     if all(item.kind == "embedding" for item in entries.values()):
         return {name: item.value for name, item in entries.items()}
-    return embed_items(lazy.get(), entries, args.device, args.batch_size, int(args.chunk_seconds * 100))
+    return embed_items(lazy.get(), entries, args.device, args.batch_size, int(args.chunk_seconds * 100),
+                       durations)
+
+
+def stored_durations(location, entries: dict) -> dict:
+    """{entry: seconds} that embed.py recorded (index.tsv) for the entries taken from --embeddings."""
+    if location is None or not Path(location).is_dir():
+        return {}
+    by_key = {key_of(rel): seconds for rel, (_, seconds) in read_index(Path(location)).items()}
+    return {name: by_key[key_of(name)] for name, item in entries.items()
+            if item.kind == "embedding" and key_of(name) in by_key}
+
+
+def trial_qualities(trials, durations: dict) -> np.ndarray:
+    """The duration quality measures of every trial; one error naming entries without a duration."""
+    from evaluation.trials import first_names
+    missing = [name for name in trials.utterances() if name not in durations]
+    if missing:
+        raise UserInputError(f"duration-aware calibration needs each entry's duration; {len(missing)} entries "
+                             "have none (embeddings stored as a matrix or Kaldi ark keep no durations; embed.py's "
+                             f"npy folder, audio and features do): {first_names(missing)}")
+    return duration_qualities([durations[n] for n in trials.enroll], [durations[n] for n in trials.test])
 
 
 def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
@@ -64,25 +87,28 @@ def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
                                args.cohort_size)
 
 
-def report_calibration(args, lazy, trials, scores, summary) -> object:
+def report_calibration(args, lazy, trials, scores, summary, durations) -> object:
     """Fit (--calibrate_out) or apply (--calibration); print Cllr before/after; the LLRs or None."""
+    qualities = None
     if args.calibrate_out:
-        calibration = fit_calibration(trials.labels, scores, trials=str(trials.path),
+        qualities = trial_qualities(trials, durations) if args.qmf == "duration" else None
+        calibration = fit_calibration(trials.labels, scores, qualities=qualities, trials=str(trials.path),
                                       checkpoint=str(lazy.path or args.checkpoint or ""), score_norm=args.score_norm)
         save_calibration(args.calibrate_out, calibration)
-        print(f"calibration fitted on {trials.path}: llr = {calibration.slope:.6g} * score + "
-              f"{calibration.offset:.6g}; written to {args.calibrate_out}")
+        print(f"calibration fitted on {trials.path}: {calibration.formula()}; written to {args.calibrate_out}")
         if lazy.path is not None and Path(args.calibrate_out).resolve() != calibration_beside(lazy.path).resolve():
             print(f"note: verify.py finds it by default at {calibration_beside(lazy.path)}", file=sys.stderr)
     elif args.calibration:
         calibration = Calibration.load(args.calibration)
-        print(f"calibration: {args.calibration} (llr = {calibration.slope:.6g} * score + {calibration.offset:.6g})")
+        print(f"calibration: {args.calibration} ({calibration.formula()})")
         if calibration.score_norm != args.score_norm:
             raise UserInputError(f"{args.calibration} maps {calibration.score_norm} scores, but this run's "
                                  f"--score_norm is {args.score_norm}")
+        qualities = trial_qualities(trials, durations) if calibration.qmf == "duration" else None
     else:
         return None
-    llrs = calibration.llr(scores)
+    summary["calibration_qmf"] = calibration.qmf
+    llrs = calibration.llr(scores, qualities)
     if trials.labels is not None:
         summary["calibrated"] = print_llr_metrics(trials.labels, llrs, "calibrated ")
         print(f"Cllr: {summary['llr_metrics']['cllr']:.4f} before calibration, "
@@ -103,7 +129,8 @@ def score_trial_list(args) -> dict:
     store = load_embeddings(args.embeddings) if args.embeddings else None
     entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
     lazy = LazyModel(args)
-    vectors = embed(entries, lazy, args)
+    durations = stored_durations(args.embeddings, entries)
+    vectors = embed(entries, lazy, args, durations)
     names = list(vectors)
     scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
     if args.score_norm == "asnorm":
@@ -112,7 +139,7 @@ def score_trial_list(args) -> dict:
     if trials.labels is not None:
         summary.update(cli.evaluate_scores(trials.labels, scores))
         summary["llr_metrics"] = print_llr_metrics(trials.labels, scores, "(scores as LLRs) ")
-    llrs = report_calibration(args, lazy, trials, scores, summary)
+    llrs = report_calibration(args, lazy, trials, scores, summary, durations)
     write_results(Path(args.out_dir), trials, scores, llrs, summary)
     return summary
 

@@ -28,7 +28,7 @@ class background_resnet(Encoder):  # noqa: N801 - the name users know from the p
         width = self.pretrained.embedding_size
         self.fc1 = nn.Parameter(torch.empty(EMBEDDING_SIZE, width))
         self.weight = nn.Parameter(torch.empty(num_classes, EMBEDDING_SIZE))
-        nn.init.kaiming_uniform_(self.fc1, a=5 ** 0.5)
+        nn.init.xavier_uniform_(self.fc1)   # as the original: bound sqrt(6 / (256 + 256)) = 0.108
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:

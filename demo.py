@@ -7,7 +7,6 @@ feature extraction -> train.py (prototypical + GC, thin encoder) -> EER_full.py,
 (1 s and 2 s) and identification.py, for the trained model and for the same encoder untrained, then
 prints one table of the results (also written to <out>/results.md).
 """
-import argparse
 import json
 import shlex
 import subprocess
@@ -21,22 +20,22 @@ from common.errors import run_main
 import configure
 from common.files import write_text
 from model.checkpoint import model_fields, save_checkpoint
-from model.model import background_resnet
+from model.registry import build_model
 
 TEST_LENGTHS = (100, 200)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("--out", default="demo_out", help="folder for data, checkpoints and results")
     parser.add_argument("--n_speakers", type=int, default=40, help="training speakers")
     parser.add_argument("--n_test_speakers", type=int, default=10, help="unseen test speakers")
-    parser.add_argument("--max_epoch", type=int, default=8)
+    parser.add_argument("--max_epoch", type=int, default=8, help="training epochs")
     parser.add_argument("--n_episode", type=int, default=40, help="episodes per epoch")
     parser.add_argument("--nb_class_train", type=int, default=20, help="speakers per episode")
     parser.add_argument("--channels", type=int, default=8, help="encoder width (the paper's is 32)")
     parser.add_argument("--nb_episode", type=int, default=100, help="identification episodes")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the corpus and the training")
     return parser.parse_args(argv)
 
 
@@ -56,7 +55,7 @@ def run(command: list, what: str = "demo step") -> float:
 def untrained_checkpoint(args, model_dir: Path) -> Path:
     """The same encoder before any training (epoch 0), as the table's reference column."""
     torch.manual_seed(args.seed)
-    model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
+    model = build_model("background_resnet", num_classes=args.n_speakers, channels=args.channels)
     path = model_dir / "untrained" / "checkpoint_000.pth"
     save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path

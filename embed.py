@@ -20,17 +20,17 @@ it is absolute or outside the current folder. ``embeddings/index.tsv`` lists emb
 duration in seconds. Unreadable files are reported and skipped; the command then exits with code 2
 and lists them.
 """
-import argparse
 
 import configure
 from common.errors import run_main
+from evaluation import cli
 from evaluation.batch_embedding import embed_to_folder
 from evaluation.embedding_files import OUT_FORMATS
 from feat_extract.audio_stream import BLOCK_SECONDS
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("inputs", nargs="*", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--list", dest="list_file", default=None, help="text file with one audio path per line")
     parser.add_argument("--out", required=True, help="output folder for .npy embeddings and index.tsv")
@@ -39,8 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="--out holds another model's embeddings: embed every input again with this one")
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
-    parser.add_argument("--chunk_seconds", type=float, default=150.0,
-                        help="longer recordings are embedded in exact overlapping chunks of this length")
+    cli.add_chunk_seconds_argument(parser)
     parser.add_argument("--block_seconds", type=float, default=BLOCK_SECONDS,
                         help="audio is read (and features computed) this many seconds at a time")
     configure.add_checkpoint_arguments(parser)

@@ -6,9 +6,8 @@
 Both take log-mel features shaped (batch, 1, 40, frames) -- any batch size and any number of frames
 -- and return (batch, 256) embeddings. ``encoder.json`` records the shapes and the feature recipe
 (16 kHz mono, 40 log-mel filters, 25 ms windows every 10 ms, per-utterance mean removed), which a
-deployment must reproduce (``feat_extract.feature_extraction.log_mel_fbank`` is the reference).
+deployment must reproduce (``feat_extract.fbank.log_mel_fbank`` is the reference).
 """
-import argparse
 
 import configure
 from common.errors import run_main
@@ -16,11 +15,11 @@ from evaluation.export import FORMATS, export_checkpoint
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     configure.add_checkpoint_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS,
-                        help="what to write (default: both)")
+                        help="what to write: TorchScript, ONNX or both")
     args = parser.parse_args(argv)
     configure.check_checkpoint_arguments(parser, args)
     return args

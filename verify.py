@@ -21,7 +21,6 @@ unit-length embeddings). Prints the cosine score and ACCEPT or REJECT, and says 
 ``--gallery DIR`` (one sub-folder of recordings per enrolled speaker) ranks the speakers for one
 probe recording instead (top ``--top_k``, with LLRs when a calibration is found).
 """
-import argparse
 
 import configure
 from common.errors import run_main
@@ -29,7 +28,7 @@ from evaluation.verification import verify_recordings
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("recordings", nargs="+",
                         help="enrolment recording(s) then the test recording (wav, flac, ogg; m4a/mp3 with "
                              "ffmpeg); with --gallery, the one probe recording")

@@ -17,9 +17,9 @@ from common.files import write_text
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
 from common.preflight import check_output_place, check_writable
-from evaluation.calibration import (Calibration, calibration_beside, fit_calibration, is_calibration_file,
-                                    save_calibration)
-from evaluation.embedding_files import INDEX_NAME, load_embeddings, read_model_record
+from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
+                                    is_calibration_file, save_calibration)
+from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index, read_model_record
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
@@ -49,10 +49,32 @@ class LazyModel:
         return self.model
 
 
-def embed(entries: dict, lazy: LazyModel, args) -> dict:
+def embed(entries: dict, lazy: LazyModel, args, durations: dict = None) -> dict:
+    """{entry: embedding}; the durations (s) of the recordings embedded go into ``durations``."""
     if all(item.kind == "embedding" for item in entries.values()):
         return {name: item.value for name, item in entries.items()}
-    return embed_items(lazy.get(), entries, args.device, args.batch_size, int(args.chunk_seconds * 100))
+    return embed_items(lazy.get(), entries, args.device, args.batch_size, int(args.chunk_seconds * 100),
+                       durations)
+
+
+def stored_durations(location, entries: dict) -> dict:
+    """{entry: seconds} that embed.py recorded (index.tsv) for the entries taken from --embeddings."""
+    if location is None or not Path(location).is_dir():
+        return {}
+    by_key = {key_of(rel): seconds for rel, (_, seconds) in read_index(Path(location)).items()}
+    return {name: by_key[key_of(name)] for name, item in entries.items()
+            if item.kind == "embedding" and key_of(name) in by_key}
+
+
+def trial_qualities(trials, durations: dict) -> np.ndarray:
+    """The duration quality measures of every trial; one error naming entries without a duration."""
+    from evaluation.trials import first_names
+    missing = [name for name in trials.utterances() if name not in durations]
+    if missing:
+        raise UserInputError(f"duration-aware calibration needs each entry's duration; {len(missing)} entries "
+                             "have none (embeddings stored as a matrix or Kaldi ark keep no durations; embed.py's "
+                             f"npy folder, audio and features do): {first_names(missing)}")
+    return duration_qualities([durations[n] for n in trials.enroll], [durations[n] for n in trials.test])
 
 
 def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
@@ -118,24 +140,27 @@ def scored_model(args, lazy):
     return str(record.get("checkpoint", args.checkpoint or "")), record.get("checkpoint_digest", "")
 
 
-def report_calibration(args, lazy, trials, scores, summary, calibration) -> object:
+def report_calibration(args, lazy, trials, scores, summary, calibration, durations) -> object:
     """Fit (--calibrate_out) or apply (--calibration); print Cllr before/after; the LLRs or None."""
+    qualities = None
     if args.calibrate_out:
         checkpoint, digest = scored_model(args, lazy)
-        calibration = fit_calibration(trials.labels, scores, trials=str(trials.path), checkpoint=checkpoint,
-                                      checkpoint_digest=digest, score_norm=args.score_norm)
+        qualities = trial_qualities(trials, durations) if args.qmf == "duration" else None
+        calibration = fit_calibration(trials.labels, scores, qualities=qualities, trials=str(trials.path),
+                                      checkpoint=checkpoint, checkpoint_digest=digest, score_norm=args.score_norm)
         save_calibration(args.calibrate_out, calibration)
-        print(f"calibration fitted on {trials.path}: llr = {calibration.slope:.6g} * score + "
-              f"{calibration.offset:.6g}; written to {args.calibrate_out}")
+        print(f"calibration fitted on {trials.path}: {calibration.formula()}; written to {args.calibrate_out}")
         if lazy.path is not None and Path(args.calibrate_out).resolve() != calibration_beside(lazy.path).resolve():
             print(f"note: verify.py finds it by default at {calibration_beside(lazy.path)}", file=sys.stderr)
     elif calibration is not None:
-        print(f"calibration: {args.calibration} (llr = {calibration.slope:.6g} * score + {calibration.offset:.6g})")
+        print(f"calibration: {args.calibration} ({calibration.formula()})")
         if mismatch := calibration.model_mismatch(lazy.path):
             print(f"warning: {args.calibration}: {mismatch}", file=sys.stderr)
+        qualities = trial_qualities(trials, durations) if calibration.qmf == "duration" else None
     else:
         return None
-    llrs = calibration.llr(scores)
+    summary["calibration_qmf"] = calibration.qmf
+    llrs = calibration.llr(scores, qualities)
     if trials.labels is not None:
         summary["calibrated"] = print_llr_metrics(trials.labels, llrs, "calibrated ")
         print(f"Cllr: {summary['llr_metrics']['cllr']:.4f} before calibration, "
@@ -158,7 +183,8 @@ def score_trial_list(args) -> dict:
     entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
     out_dir = check_writable(args.out_dir)
     lazy = LazyModel(args)
-    vectors = embed(entries, lazy, args)
+    durations = stored_durations(args.embeddings, entries)
+    vectors = embed(entries, lazy, args, durations)
     names = list(vectors)
     scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
     if args.score_norm == "asnorm":
@@ -168,7 +194,7 @@ def score_trial_list(args) -> dict:
     if trials.labels is not None:
         summary.update(cli.evaluate_scores(trials.labels, scores))
         summary["llr_metrics"] = print_llr_metrics(trials.labels, scores, "(scores as LLRs) ")
-    llrs = report_calibration(args, lazy, trials, scores, summary, calibration)
+    llrs = report_calibration(args, lazy, trials, scores, summary, calibration, durations)
     write_results(out_dir, trials, scores, llrs, summary)
     return summary
 

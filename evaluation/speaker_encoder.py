@@ -18,6 +18,7 @@ from common.errors import UserInputError
 from evaluation.api_arguments import (mapping_value, path_value, probability_value, recordings_value,
                                       sample_rate_value, top_k_value, whole_number)
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
+from evaluation.calibration import duration_qualities
 from evaluation.embedding import strict_fp32
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES, embed_long
 from evaluation.recordings import embed_recording
@@ -132,7 +133,8 @@ def enrolment_embedding(embeddings) -> np.ndarray:
 
 
 class SpeakerEncoder:
-    """A trained ``background_resnet`` in eval mode, with audio -> features -> 256-d embedding."""
+    """A trained encoder (any registered model, model/encoder.py) in eval mode, with audio -> features ->
+    embedding (256-d for the registered models)."""
 
     def __init__(self, model, device=None, checkpoint_path=None, epoch=None, note_handler=None,
                  warning_handler=None):
@@ -199,6 +201,10 @@ class SpeakerEncoder:
 
         A file is read in blocks and a recording longer than ``chunk_frames`` embedded in exact
         chunks (evaluation.recordings), so memory does not grow with its length."""
+        return self.embedded_recording(path_or_array, sample_rate).embedding
+
+    def embedded_recording(self, path_or_array, sample_rate=None):
+        """``evaluation.recordings.Embedded`` of a recording: its embedding and its duration."""
         if isinstance(path_or_array, (str, Path)):
             if sample_rate is not None:
                 raise UserInputError(f"{path_or_array}: sample_rate is only for arrays; a file's rate is "
@@ -212,19 +218,26 @@ class SpeakerEncoder:
         for note in embedded.notes:
             self._note(name, note)
         self._warn_if_short(name, round(embedded.duration_s * SAMPLE_RATE))
-        return embedded.embedding
+        return embedded
 
     def as_embedding(self, item) -> np.ndarray:
         """An embedding as is; a path or a (samples, sample_rate) tuple is embedded first."""
+        return self.with_duration(item)[0]
+
+    def with_duration(self, item) -> tuple:
+        """(embedding, seconds) of a path or (samples, sample_rate) tuple; (embedding, None) for an
+        embedding given as is."""
         if isinstance(item, (str, Path)):
-            return self.embed(item)
+            embedded = self.embedded_recording(item)
+            return embedded.embedding, embedded.duration_s
         if isinstance(item, tuple) and len(item) == 2:
-            return self.embed(item[0], sample_rate=item[1])
+            embedded = self.embedded_recording(item[0], sample_rate=item[1])
+            return embedded.embedding, embedded.duration_s
         array = np.asarray(item)
         if array.shape != (self.embedding_size,) or array.dtype.kind not in "fiu":
             raise UserInputError(f"score() takes embeddings of shape ({self.embedding_size},), paths, "
                                  f"or (samples, sample_rate) tuples; got an array of shape {array.shape}")
-        return array
+        return array, None
 
     def score(self, a, b) -> float:
         """Cosine similarity of two embeddings (or of two recordings given as paths/tuples)."""
@@ -267,20 +280,39 @@ class SpeakerEncoder:
             self._warn(f"{path}: {mismatch}", CalibrationMismatch)
         return calibration, Path(path)
 
-    def verify(self, enroll, test, p_target: float = 0.5, calibration=None) -> Verification:
+    def verify(self, enroll, test, p_target: float = 0.5, calibration=None, enroll_seconds=None,
+               test_seconds=None) -> Verification:
         """Calibrated decision: LLR of the cosine score, accepted at the Bayes threshold of ``p_target``.
-        ``enroll``: a recording, an embedding, or a list of recordings (see ``enroll``)."""
+        ``enroll``: a recording, an embedding, or a list of recordings (see ``enroll``). A
+        duration-aware calibration (qmf duration) uses the recordings' durations (an enrolment of
+        several: their total); give ``enroll_seconds``/``test_seconds`` for sides passed as embeddings."""
         p_target = probability_value(p_target, "p_target")
         model, path = self.calibration(calibration)
-        speaker = self.enroll(enroll) if isinstance(enroll, list) else self.as_embedding(enroll)
-        score = cosine(speaker, self.as_embedding(test))
-        llr = float(model.llr(score))
+        if isinstance(enroll, list) and not enroll:
+            raise UserInputError("enroll() takes a non-empty list of recordings")
+        enrolled = [self.with_duration(item) for item in (enroll if isinstance(enroll, list) else [enroll])]
+        speaker = enrolment_embedding([e for e, _ in enrolled]) if isinstance(enroll, list) else enrolled[0][0]
+        test_vector, test_duration = self.with_duration(test)
+        score = cosine(speaker, test_vector)
+        qualities = None
+        if model.qmf == "duration":
+            enroll_seconds = enroll_seconds or side_seconds([d for _, d in enrolled], "enrolment")
+            qualities = duration_qualities(enroll_seconds, test_seconds or side_seconds([test_duration], "test"))
+        llr = float(np.ravel(model.llr(score, qualities))[0])
         threshold = float(np.log((1 - p_target) / p_target))
         return Verification(score, llr, p_target, threshold, llr >= threshold, str(path))
 
     @property
     def embedding_size(self) -> int:
-        return int(self.model.fc1.shape[0])
+        return self.model.embedding_size
+
+
+def side_seconds(durations: list, side: str) -> float:
+    """Total duration of one side's recordings; an error when a side was given as an embedding."""
+    if any(duration is None for duration in durations):
+        raise UserInputError(f"the calibration is duration-aware (qmf duration): the {side} side was given as "
+                             f"an embedding, so pass {'enroll' if side == 'enrolment' else 'test'}_seconds too")
+    return float(sum(durations))
 
 
 def checkpoint_file(path=None, n_folder=None, cp_num=None, model_dir=None) -> Path:

@@ -81,6 +81,10 @@ def rank_gallery(encoder, args, calibration_file):
     gallery = encoder.enroll_gallery(gallery_recordings(args.gallery))
     ranked = encoder.identify(args.recordings[0], gallery, args.top_k)
     calibration = encoder.calibration(calibration_file)[0] if calibration_file else None
+    if calibration is not None and calibration.qmf != "none":
+        print(f"note: {calibration_file} is duration-aware (qmf {calibration.qmf}); the ranking shows "
+              "scores only", file=sys.stderr)
+        calibration = None
     print(f"top {len(ranked)} of {len(gallery)} enrolled speakers for {args.recordings[0]}"
           + (f" (LLRs from {calibration_file})" if calibration else "") + ":")
     for rank, (name, score) in enumerate(ranked, start=1):

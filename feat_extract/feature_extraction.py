@@ -11,7 +11,6 @@ a mirrored ``.npy`` in the feature folder (``feat_extract.fbank.log_mel_fbank``)
 (complete outputs are skipped), atomic (temp file + rename), bad files listed in
 ``<feature folder>/extraction_report.txt``.
 """
-import argparse
 import contextlib
 import multiprocessing
 import os
@@ -285,10 +284,8 @@ def print_summary(summary: ExtractionSummary) -> None:
 
 
 def parse_args(argv=None):
-
-    parser = argparse.ArgumentParser(description="Extract 40-d log-mel features for a whole corpus.")
-    parser.add_argument("--save_path", default=None,
-                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser = configure.argument_parser("Extract 40-d log-mel features for a whole corpus.")
+    configure.add_save_path_argument(parser)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--feat_dtype", choices=FEAT_DTYPES, default="float32",
                         help="stored feature precision (float16 halves the disk space)")

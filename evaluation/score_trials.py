@@ -182,6 +182,8 @@ def score_trial_list(args) -> dict:
     store = load_embeddings(args.embeddings) if args.embeddings else None
     entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
     out_dir = check_writable(args.out_dir)
+    if args.calibrate_out:
+        check_writable(Path(args.calibrate_out).absolute().parent)   # found now, not after the embedding
     lazy = LazyModel(args)
     durations = stored_durations(args.embeddings, entries)
     vectors = embed(entries, lazy, args, durations)

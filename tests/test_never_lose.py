@@ -17,7 +17,7 @@ import soundfile as sf
 from common.errors import UserInputError
 from model.checkpoint import checkpoint_digest
 from evaluation.calibration import Calibration, fit_calibration, is_calibration_file, save_calibration
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TRAIN_FEATURES, write_random_features
 from tests.test_robustness import ENV, error_line, run_entry
 from tests.test_run_folder import flags as train_flags, wait_for
 from tests.test_wav_training import data, flags as wav_flags  # noqa: F401 (data: the wav corpus fixture)
@@ -466,3 +466,140 @@ def test_api_sample_rate_as_a_whole_float_or_numpy_integer_is_accepted(rig):
     reference = encoder.embed(SAMPLES, sample_rate=16000)
     for rate in (16000.0, np.int64(16000), np.float32(16000)):
         assert np.array_equal(encoder.embed(SAMPLES, sample_rate=rate), reference)
+
+
+# ------------------------------------------------------- dataprep: MUSAN / RIR archives never escape
+import dataprep  # noqa: E402
+from tests.test_augment_corpora import tar_gz, wav_bytes, zip_of  # noqa: E402
+
+ESCAPES = ["../evil.wav", "/tmp/evil_abs.wav", "RIRS_NOISES/../../evil.wav", "..\\evil.wav", "C:/evil.wav",
+           "RIRS_NOISES/simulated_rirs/../../../evil.wav"]
+
+
+def extract_argv(save, archive_name, tmp_path):
+    (tmp_path / "augment.txt").write_text(f"https://openslr.invalid/resources/28/{archive_name} {'0' * 32}\n")
+    return ["--save_path", save, "--extract_augment", "--augment_list", tmp_path / "augment.txt"]
+
+
+@pytest.mark.parametrize("member", ESCAPES)
+def test_rir_zip_members_outside_the_data_folder_are_refused(tmp_path, member, capsys):
+    save = tmp_path / "data"
+    save.mkdir()
+    (save / "rirs_noises.zip").write_bytes(zip_of({"RIRS_NOISES/real/a.wav": wav_bytes(np.zeros(800, np.int16)),
+                                                   member: b"owned"}))
+    (tmp_path / "evil.wav").write_bytes(b"the user's own file")     # what a ../ member would replace
+    argv = extract_argv(save, "rirs_noises.zip", tmp_path)
+    before = tree_bytes(tmp_path)
+    line = refused(dataprep.main, capsys, *argv)
+    assert line.startswith(f"error: {save / 'rirs_noises.zip'}: refusing member {member!r}: it would land outside")
+    assert tree_bytes(tmp_path) == before and not Path("/tmp/evil_abs.wav").exists()
+
+
+@pytest.mark.parametrize("archive", ["musan.tar.gz", "rirs_noises.zip"])
+def test_members_through_a_symlink_that_leaves_the_data_folder_are_refused(tmp_path, archive, capsys):
+    save, outside = tmp_path / "data", tmp_path / "outside"
+    save.mkdir()
+    outside.mkdir()
+    top = "musan" if archive.startswith("musan") else "RIRS_NOISES"
+    (save / top).symlink_to(outside, target_is_directory=True)      # a folder already there, a link out
+    members = {f"{top}/noise/a.wav": wav_bytes(np.zeros(800, np.int16))}
+    (save / archive).write_bytes(tar_gz(members) if archive.endswith(".tar.gz") else zip_of(members))
+    argv = extract_argv(save, archive, tmp_path)
+    before = tree_bytes(tmp_path)
+    line = refused(dataprep.main, capsys, *argv)
+    assert line.startswith(f"error: {save / archive}: refusing member '{top}/noise/a.wav': it would land outside")
+    assert tree_bytes(tmp_path) == before and not any(outside.iterdir())
+
+
+# ------------------------------------------------------------- permission denied (privileges dropped)
+def as_nobody(main, argv) -> tuple:
+    """``main(argv)`` through ``run_main`` in a forked child that dropped root for ``nobody`` (the
+    tests run as root, which no permission stops); (exit code, stderr). Modules are imported before the
+    fork (a child without root may not read the interpreter's folders)."""
+    import pwd
+    user = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            import contextlib
+            import io
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    from common.errors import run_main
+                    run_main(lambda: main([str(arg) for arg in argv]))
+                    code = 0
+                except SystemExit as stop:
+                    code = stop.code
+                except BaseException as error:   # reported as a traceback would be
+                    stderr.write(f"Traceback: {type(error).__name__}: {error}\n")
+                    code = 1
+            os.write(write_end, stderr.getvalue().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        stderr = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), stderr
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A folder ``nobody`` can read but not write (owned by root, mode 755), with readable inputs."""
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="never-lose-"))
+    folder.chmod(0o755)
+    np.save(folder / "embeddings.npy", np.eye(3, 8, dtype=np.float32))
+    (folder / "keys.txt").write_text("a\nb\nc\n")
+    (folder / "trials.txt").write_text("1 a b\n0 a c\n")
+    tiny_checkpoint(folder / "model.pth")
+    sf.write(folder / "r0.wav", as_int16(voice_like(seconds=0.6)), 16000)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    yield folder
+    import shutil
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (as the tests run here)")
+@pytest.mark.parametrize("script", ["score", "score --calibrate_out", "embed", "train"])
+def test_permission_denied_outputs_are_one_error_line_before_any_work(shared, script):
+    import training.run  # noqa: F401  (imported while the files are readable; the child cannot read root's)
+    import evaluation.plots  # noqa: F401
+    main = {"score": score_cmd.main, "score --calibrate_out": score_cmd.main, "embed": embed_cmd.main}.get(script)
+    writable = shared / "writable"
+    writable.mkdir()
+    os.chown(writable, 65534, 65534)
+    if script == "score":
+        argv, denied = ["--trials", shared / "trials.txt", "--embeddings", shared / "embeddings.npy",
+                        "--out_dir", shared / "out"], shared / "out"
+    elif script == "score --calibrate_out":
+        argv, denied = ["--trials", shared / "trials.txt", "--embeddings", shared / "embeddings.npy",
+                        "--out_dir", writable / "out", "--calibrate_out", shared / "cal.json"], shared
+    elif script == "embed":
+        argv, denied = ["--checkpoint", shared / "model.pth", "--out", shared / "emb", shared / "r0.wav"], shared / "emb"
+    else:
+        import train
+        main = train.main
+        write_random_features(writable / "data" / TRAIN_FEATURES, n_speakers=4, n_utterances=4, frames=(150, 200))
+        subprocess.run(["chown", "-R", "65534:65534", str(writable / "data")], check=True)
+        argv, denied = ["--save_path", writable / "data", "--model_dir", shared / "models", "--nb_class_train", "3",
+                        "--channels", "4", "--n_episode", "1", "--max_epoch", "1", "--workers", "0"], \
+            shared / "models/baseline_000"
+    argv += ["--save_path", writable / "nothing"] if script != "train" else []
+    before = tree_bytes(shared)
+    code, stderr = as_nobody(main, argv)
+    assert code == 2, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"error: cannot write {denied}") and \
+        "permission denied" in stderr, stderr
+    assert "Traceback" not in stderr and len([l for l in stderr.splitlines() if l.startswith("error:")]) == 1
+    assert {k: v for k, v in tree_bytes(shared).items() if "/writable/" not in k} == \
+        {k: v for k, v in before.items() if "/writable/" not in k}
+    assert not list((writable / "out").glob("*")) if (writable / "out").exists() else True

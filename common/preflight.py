@@ -25,6 +25,18 @@ def check_writable(folder) -> Path:
     return folder
 
 
+def check_creatable(folder) -> Path:
+    """``folder`` (a folder, or to be one) can be written, checked without creating it: its nearest
+    existing ancestor takes a new file (a probe, removed again); nothing is left behind."""
+    folder = check_output_place(folder, "output folder", folder=True)
+    existing = next(path for path in [folder.absolute(), *folder.absolute().parents] if path.exists())
+    with reported_write_errors(folder):
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    return folder
+
+
 def check_room(folder, needed_bytes: int, what: str) -> Path:
     """``folder`` is writable and has about ``needed_bytes`` free for ``what``; else UserInputError."""
     check_writable(folder)

@@ -16,7 +16,7 @@ from common.errors import UserInputError
 from common.files import write_text
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
-from common.preflight import check_output_place, check_writable
+from common.preflight import check_creatable, check_output_place
 from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
                                     is_calibration_file, save_calibration)
 from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index, read_model_record
@@ -181,9 +181,9 @@ def score_trial_list(args) -> dict:
     calibration = check_before_work(args, trials)
     store = load_embeddings(args.embeddings) if args.embeddings else None
     entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
-    out_dir = check_writable(args.out_dir)
+    out_dir = check_creatable(args.out_dir)   # found now, not after the embedding; created with the scores
     if args.calibrate_out:
-        check_writable(Path(args.calibrate_out).absolute().parent)   # found now, not after the embedding
+        check_creatable(Path(args.calibrate_out).absolute().parent)
     lazy = LazyModel(args)
     durations = stored_durations(args.embeddings, entries)
     vectors = embed(entries, lazy, args, durations)

@@ -2,6 +2,7 @@
 calibrations that converge and know their model, config files checked like flags. Each failing
 command is run as the user runs it (``run_main``: one ``error:`` line, exit 2) and every file that
 existed before it is byte-compared afterwards."""
+import contextlib
 import hashlib
 import json
 import os
@@ -603,3 +604,56 @@ def test_permission_denied_outputs_are_one_error_line_before_any_work(shared, sc
     assert {k: v for k, v in tree_bytes(shared).items() if "/writable/" not in k} == \
         {k: v for k, v in before.items() if "/writable/" not in k}
     assert not list((writable / "out").glob("*")) if (writable / "out").exists() else True
+
+
+# ----------------------------------------------------------- a torchrun job killed outright, resumed
+def descendants(pid: int) -> list:
+    """Every live process below ``pid`` (from /proc), found before any is killed."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_torchrun_job_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_job(data_root):
+    """Two processes (gloo) lose everything at once (SIGKILL to the whole job, as a machine that dies):
+    the last complete checkpoint stays whole, the lock does not block, and the resumed job ends with
+    exactly the weights of a job that was never interrupted."""
+    from tests.test_distributed import free_port
+    from model.checkpoint import available_checkpoints
+    import torch
+
+    def job(models, *extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port()), "train.py", *map(str, train_flags(data_root, "--nb_class_train", "4",
+                                                                  "--n_episode", "60", "--max_epoch", "2",
+                                                                  models=models)), *extra]
+    env = {**ENV, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    folder = data_root / "killed/baseline_000"
+    killed = subprocess.Popen(job("killed"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: (folder / "checkpoint_001.pth").exists(), killed, seconds=240)   # epoch 2 begins
+    finally:
+        for pid in [killed.pid, *descendants(killed.pid)]:      # torchrun and both workers (own sessions)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.communicate()
+    assert available_checkpoints(folder) == [1], "the kill should land in epoch 2"
+    first = tree_bytes(folder / "checkpoint_001.pth")
+    resumed = subprocess.run(job("killed", "--use_checkpoint", "True", "--cp_num", "1"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epochs 2..2, 2 process(es)" in resumed.stdout
+    assert tree_bytes(folder / "checkpoint_001.pth") == first    # the checkpoint resumed from is untouched
+    straight = subprocess.run(job("straight"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a, b = (torch.load(path / "baseline_000/checkpoint_002.pth", weights_only=True)["state_dict"]
+            for path in (data_root / "killed", data_root / "straight"))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)

@@ -169,7 +169,7 @@ def test_audio_that_breaks_mid_stream_is_one_error_naming_the_file(tmp_path, tru
     with pytest.raises(UserInputError, match=rf"^{truncated_flac}: cannot read audio"):
         encoder.embed(truncated_flac)
     good = truncated_flac.parent / "good.wav"
-    (tmp_path / "trials.txt").write_text(f"1 {good.name} {truncated_flac.name}\n")
+    (tmp_path / "trials.txt").write_text(f"{good.name} {truncated_flac.name}\n")   # unlabelled: no metrics needed
     for main, args in ((verify_cmd.main, ["--threshold", 0.5, good, truncated_flac]),
                        (score_cmd.main, ["--trials", tmp_path / "trials.txt", "--audio_root", good.parent,
                                          "--out_dir", tmp_path / "scores"])):

@@ -19,6 +19,7 @@ import torch
 from common.errors import run_main
 import configure
 from common.files import write_text
+from evaluation.cli import result_name
 from model.checkpoint import model_fields, save_checkpoint
 from model.registry import build_model
 
@@ -56,7 +57,7 @@ def untrained_checkpoint(args, model_dir: Path) -> Path:
     """The same encoder before any training (epoch 0), as the table's reference column."""
     torch.manual_seed(args.seed)
     model = build_model("background_resnet", num_classes=args.n_speakers, channels=args.channels)
-    path = model_dir / "untrained" / "checkpoint_000.pth"
+    path = model_dir / "untrained" / configure.checkpoint_name(0)
     save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path
 
@@ -69,8 +70,8 @@ def evaluate(checkpoint: Path, data: Path, args) -> dict:
     run(["EER_short.py", *common, "--test_length", *map(str, TEST_LENGTHS)])
     run(["identification.py", *common, "--nb_class_test", str(args.n_test_speakers),
          "--nb_episode", str(args.nb_episode)])
-    folder, number = checkpoint.parent, checkpoint.stem.split("_")[-1]
-    return {name: json.loads((folder / f"{name}_cp{number}.json").read_text())
+    number = configure.checkpoint_number(checkpoint)
+    return {name: json.loads((checkpoint.parent / result_name(name, number, ".json")).read_text())
             for name in ("eer_full", "eer_short", "identification")}
 
 
@@ -105,7 +106,7 @@ def main(argv=None) -> None:
          "--save_path", str(data), "--model_dir", str(model_dir), "--channels", str(args.channels),
          "--max_epoch", str(args.max_epoch), "--n_episode", str(args.n_episode), "--seed", str(args.seed),
          "--overwrite"])  # a rerun of the demo moves the previous demo run aside
-    trained = evaluate(model_dir / "baseline_000" / f"checkpoint_{args.max_epoch:03d}.pth", data, args)
+    trained = evaluate(configure.checkpoint_path(0, args.max_epoch, model_dir), data, args)
     untrained = evaluate(untrained_checkpoint(args, model_dir), data, args)
     table = results_table(untrained, trained, args)
     write_text(out / "results.md", table + "\n")

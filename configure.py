@@ -10,9 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent
-save_path = os.environ.get("META_SR_SAVE_PATH", str(PROJECT_ROOT / "data"))
-SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
+PROJECT_ROOT = Path(__file__).resolve().parent        # the code, and the lists/ it ships
+# A checkout (or an editable install of one: pyproject.toml beside this file) keeps data/ and
+# saved_model/ beside the code, as the paper's commands expect; an installed package (`pip install .`)
+# keeps them in the folder a command runs in.
+WORK_ROOT = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
+save_path = os.environ.get("META_SR_SAVE_PATH", str(WORK_ROOT / "data"))
+SAVED_MODEL_DIR = WORK_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
 VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"   # the paper's list (VoxCeleb1-O original): EER_full.py's default
 

@@ -140,3 +140,10 @@ def test_an_existing_different_file_is_never_replaced(drive, authors_file, tmp_p
     (folder / "checkpoint_100.pth").write_bytes(authors_file)          # the same file: nothing to do
     assert pretrained.download_pretrained(tmp_path, drive.url + "uc")[1] == "already present"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_100.pth"]
+
+
+def test_a_file_drive_does_not_have_is_one_error_line(server, tmp_path):  # noqa: F811
+    with pytest.raises(UserInputError, match=rf"^download of {server.url}uc\?export=download&id={FILE_ID} failed: "
+                                             r"HTTP 404 Not Found$"):          # no VoxCeleb credentials hint
+        pretrained.download_pretrained(tmp_path, server.url + "uc")
+    assert not (tmp_path / "baseline_000" / "checkpoint_100.pth").exists()

@@ -78,7 +78,8 @@ def prepare(args, claims: contextlib.ExitStack) -> TrainingRun:
         # inputs are good: now the run folder (nothing is written before this point)
         claims.enter_context(claim_run_folder(run_folder(config), config.use_checkpoint,
                                               getattr(args, "overwrite", False)))
-        check_room_for_checkpoints(run_folder(config), corpus.n_speakers, config.channels, config.backbone)
+        check_room_for_checkpoints(run_folder(config), config.model, dict(
+            num_classes=corpus.n_speakers, backbone=config.backbone, channels=config.channels))
     return run
 
 

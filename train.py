@@ -15,8 +15,7 @@ import configure
 from common.errors import UserInputError, run_main
 from data_loading.waveforms import FBANK_PLACES, INPUTS
 from evaluation.validation import DEFAULT_VAL_INTERVAL
-from model.loss import CLASSIFICATION_LOSSES, LOSSES
-from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
+from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
 
@@ -31,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
     parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
                         help="loss of the global classification (softmax as the paper)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="margin m of amsoftmax/aamsoftmax")
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="scale s of amsoftmax/aamsoftmax")
+    parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")
+    parser.add_argument("--scale", type=float, default=LOSS_ARGS["scale"], help="scale s of amsoftmax/aamsoftmax")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
     parser.add_argument("--use_variable", type=str2bool, default=None,

@@ -11,7 +11,6 @@ By default the run is the quick one (fewer speakers, epochs and identification e
 3 minutes on 2 idle cores); ``--full`` is the longer run with more training (about 8 minutes),
 whose trained column is clearly better. Any size flag given explicitly overrides the preset.
 """
-import argparse
 import json
 import shlex
 import subprocess
@@ -25,7 +24,7 @@ from common.errors import run_main
 import configure
 from common.files import write_text
 from model.checkpoint import model_fields, save_checkpoint
-from model.model import background_resnet
+from model.registry import build_model
 
 TEST_LENGTHS = (100, 200)
 # The two presets: the quick default and ``--full``; every value can be overridden by its flag.
@@ -36,7 +35,7 @@ PRESETS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("--out", default="demo_out", help="folder for data, checkpoints and results")
     parser.add_argument("--full", action="store_true",
                         help="the longer run (more speakers, epochs and episodes: about 8 minutes on 2 cores)")
@@ -75,7 +74,7 @@ def run(command: list, what: str = "demo step", times: list = None) -> float:
 def untrained_checkpoint(args, model_dir: Path) -> Path:
     """The same encoder before any training (epoch 0), as the table's reference column."""
     torch.manual_seed(args.seed)
-    model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
+    model = build_model("background_resnet", num_classes=args.n_speakers, channels=args.channels)
     path = model_dir / "untrained" / "checkpoint_000.pth"
     save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path

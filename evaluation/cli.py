@@ -9,6 +9,8 @@ from common.errors import UserInputError
 from common.files import write_text
 from common.preflight import check_room
 from evaluation.metrics import P_TARGETS, verification_report
+from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
+from feat_extract.fbank import WIN_STEP
 from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
 
 RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summary and the DET plot
@@ -17,19 +19,28 @@ RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summa
 def add_model_arguments(parser, batch_size: int = 64) -> None:
     """The original's --n_folder/--cp_num/--data_type plus --checkpoint, --batch_size, --out_dir."""
     configure.add_common_arguments(parser)
-    parser.add_argument("--n_folder", type=int, default=0, help="model folder <model_dir>/baseline_NNN")
-    parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) number")
+    configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM)
     parser.add_argument("--data_type", type=str, default="vox2", choices=("vox1", "vox2"),
                         help="training data of the model: chooses the default evaluation data")
-    parser.add_argument("--checkpoint", type=str, default=None,
-                        help="any checkpoint file (e.g. the authors' published one) instead of "
-                             "--n_folder/--cp_num")
-    configure.add_model_dir_argument(parser)
     parser.add_argument("--batch_size", type=int, default=batch_size, help="items per forward pass")
     parser.add_argument("--out_dir", type=str, default=None,
                         help="where result files go (default: the checkpoint's folder)")
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature folders' corpus index first (done by itself when stale)")
+
+
+def add_chunk_seconds_argument(parser) -> None:
+    parser.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_FRAMES * WIN_STEP,
+                        help="longer recordings are embedded in exact overlapping chunks of this length")
+
+
+def check_checkpoint(args) -> Path:
+    """The checkpoint the flags name, or an error: run first, so that a missing checkpoint is reported
+    before a missing trial list or feature folder."""
+    path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    return path
 
 
 def check_positive(args, *names) -> None:

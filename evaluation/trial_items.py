@@ -18,6 +18,7 @@ from tqdm import tqdm
 from common.errors import UserInputError
 from evaluation.embedding_files import key_of
 from evaluation.trials import N_MISSING_SHOWN, Trials, feature_relpath
+from feat_extract.fbank import WIN_STEP
 
 LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
 
@@ -74,10 +75,12 @@ def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> 
     return resolved
 
 
-def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) -> dict:
-    """{entry: (256,) embedding}, each distinct audio file or feature file embedded once."""
-    from evaluation.embedding import embed_utterances
+def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int, durations: dict = None) -> dict:
+    """{entry: (256,) embedding}, each distinct audio file or feature file embedded once; the
+    recordings' durations in seconds go into ``durations`` when given."""
+    from evaluation.embedding import embed_utterances, item_length
     from evaluation.recordings import embed_recordings
+    durations = {} if durations is None else durations
     vectors = {name: item.value for name, item in items.items() if item.kind == "embedding"}
     for kind in ("audio", "features"):
         names = [name for name, item in items.items() if item.kind == kind]
@@ -85,6 +88,7 @@ def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) 
             continue
         if kind == "features":
             vectors.update(zip(names, embed_utterances(model, [items[n].value for n in names], device, batch_size)))
+            durations.update((n, item_length(items[n].value) * WIN_STEP) for n in names)
             continue
         failures = []
         results = embed_recordings(model, [items[n].value for n in names], device, batch_size, chunk_frames)
@@ -92,6 +96,7 @@ def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) 
             if result.error:
                 failures.append(result.error)
             vectors[names[result.index]] = result.embedding
+            durations[names[result.index]] = result.duration_s
         if failures:
             raise UserInputError(f"{len(failures)} trial-list recordings could not be read: "
                                  + "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else ""))

@@ -90,7 +90,11 @@ def locate_features(names, roots) -> dict:
         else:
             located[name] = found
     if missing:
-        shown = ", ".join(missing[:N_MISSING_SHOWN]) + (", ..." if len(missing) > N_MISSING_SHOWN else "")
         raise UserInputError(f"{len(missing)} of {len(located) + len(missing)} utterances in the trial "
-                             f"list have no features under {', '.join(map(str, roots))}: {shown}")
+                             f"list have no features under {', '.join(map(str, roots))}: {first_names(missing)}")
     return located
+
+
+def first_names(names: list) -> str:
+    """The first few of ``names``, comma-separated, for an error message."""
+    return ", ".join(names[:N_MISSING_SHOWN]) + (", ..." if len(names) > N_MISSING_SHOWN else "")

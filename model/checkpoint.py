@@ -11,6 +11,7 @@ Epochs: this project stores ``'epoch': N`` (the epoch just trained) in ``checkpo
 original code stores ``'epoch': N + 1`` (the next epoch to run) there. ``trained_epochs`` reads both:
 either way ``--cp_num N`` resumes at epoch N + 1 and the API reports N.
 """
+import hashlib
 import pickle  # only for its exception type: nothing here unpickles
 import re
 from pathlib import Path
@@ -119,6 +120,13 @@ def load_encoder(path, device="cpu"):
     checkpoint = load_checkpoint(path)
     model = model_from_checkpoint(checkpoint).to(device).eval()
     return model, checkpoint
+
+
+def checkpoint_digest(path) -> str:
+    """blake2b (128-bit, hex) of the checkpoint file's bytes: names the model a cached or saved
+    embedding came from (two files with the same weights but other bytes get different digests)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def checkpoint_number(path):

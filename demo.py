@@ -20,7 +20,7 @@ from common.errors import run_main
 import configure
 from common.files import write_text
 from model.checkpoint import model_fields, save_checkpoint
-from model.model import background_resnet
+from model.registry import build_model
 
 TEST_LENGTHS = (100, 200)
 
@@ -55,7 +55,7 @@ def run(command: list, what: str = "demo step") -> float:
 def untrained_checkpoint(args, model_dir: Path) -> Path:
     """The same encoder before any training (epoch 0), as the table's reference column."""
     torch.manual_seed(args.seed)
-    model = background_resnet(num_classes=args.n_speakers, channels=args.channels)
+    model = build_model("background_resnet", num_classes=args.n_speakers, channels=args.channels)
     path = model_dir / "untrained" / "checkpoint_000.pth"
     save_checkpoint(path, epoch=0, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return path

@@ -1,7 +1,7 @@
 """Train the speaker encoder as the paper does (softmax, or prototypical episodes + global classification).
 
     python train.py --loss_type prototypical --use_GC True --n_shot 1 --n_query 2 --use_variable True --nb_class_train 100
-    python train.py --loss_type softmax
+    python train.py --loss_type softmax --use_GC False --n_shot 1 --n_query 0 --use_variable False --nb_class_train 256
     torchrun --nproc_per_node 4 train.py ...            # one episode shared by 4 processes (DDP)
     python train.py ... --use_checkpoint True --cp_num 7  # resume from epoch 8
     python train.py --config saved_model/baseline_000/config.json --n_folder 1   # repeat a run (flags override)
@@ -17,7 +17,7 @@ from data_loading.waveforms import FBANK_PLACES, INPUTS
 from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSSES
 from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
-from model.registry import DEFAULT_MODEL, MODELS
+from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
 
 RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="scale s of amsoftmax/aamsoftmax")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
-    parser.add_argument("--use_variable", type=str2bool, default=True,
-                        help="query length drawn per episode from [100, 200) frames")
+    parser.add_argument("--use_variable", type=str2bool, default=None,
+                        help="query length drawn per episode from [100, 200) frames (default True; "
+                             "prototypical only: classification losses always train on full 200-frame crops)")
     parser.add_argument("--nb_class_train", type=int, default=None,
                         help="speakers per episode (default 100; softmax batch default 256)")
     configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM, checkpoint=False)
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_common_arguments(parser)
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
     parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")
-    parser.add_argument("--channels", type=int, default=32, help="encoder width")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="encoder width (default: the model's own, " +
+                             ", ".join(f"{name} {args['channels']}" for name, args in DEFAULT_ARGS.items()) + ")")
     parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL, help="encoder")
     parser.add_argument("--backbone", choices=tuple(BLOCKS_PER_STAGE), default="resnet34", help="ResNet depth")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")

@@ -13,14 +13,14 @@ from bench.report import Result
 from data_loading.corpus import FeatureCorpus
 from evaluation.metrics import compute_eer
 from evaluation.short_utterance import make_short_trials, score_short_trials
-from model.model import background_resnet
+from model.registry import build_model
 
 SCORE_TOLERANCE = 1e-4
 
 
-def thin_encoder(channels: int, device) -> background_resnet:
+def thin_encoder(channels: int, device):
     torch.manual_seed(0)
-    return background_resnet(num_classes=10, channels=channels).to(device).eval()
+    return build_model("background_resnet", num_classes=10, channels=channels).to(device).eval()
 
 
 def timed(action):

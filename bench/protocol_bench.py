@@ -33,9 +33,9 @@ def embedding_rate(store_root: Path, width: int, batch_size: int, repeats: int, 
     """(median utterances/s, the per-run times, n) of full-utterance embedding through the cache."""
     import torch
     from evaluation.embedding_cache import cached_embeddings
-    from model.model import background_resnet
+    from model.registry import build_model
     torch.manual_seed(0)
-    model = background_resnet(5994, channels=width).eval()
+    model = build_model("background_resnet", num_classes=5994, channels=width).eval()
     paths = sorted(store_root.glob("*/*/*.npy"))
     located = {path.relative_to(store_root).with_suffix(".wav").as_posix(): path for path in paths}
     times = []

@@ -65,8 +65,8 @@ def metadata(checkpoint_path, checkpoint, model, written) -> dict:
         **model_fields(model),
         "encoder": {"backbone": model.backbone, "channels": model.channels, "num_classes": model.num_classes},
         "input": {"name": INPUT_NAME, "shape": ["batch", 1, recipe.N_MELS, "frames"], "dtype": "float32"},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", int(model.weight.shape[1])], "dtype": "float32"},
-        "embedding_size": int(model.weight.shape[1]),
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", model.embedding_size], "dtype": "float32"},
+        "embedding_size": model.embedding_size,
         "sample_rate": recipe.SAMPLE_RATE,
         "feature_recipe": {
             "function": "feat_extract.fbank.log_mel_fbank",

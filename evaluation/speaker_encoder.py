@@ -128,7 +128,8 @@ def enrolment_embedding(embeddings) -> np.ndarray:
 
 
 class SpeakerEncoder:
-    """A trained ``background_resnet`` in eval mode, with audio -> features -> 256-d embedding."""
+    """A trained encoder (any registered model, model/encoder.py) in eval mode, with audio -> features ->
+    embedding (256-d for the registered models)."""
 
     def __init__(self, model, device=None, checkpoint_path=None, epoch=None, note_handler=None,
                  warning_handler=None):
@@ -293,7 +294,7 @@ class SpeakerEncoder:
 
     @property
     def embedding_size(self) -> int:
-        return int(self.model.fc1.shape[0])
+        return self.model.embedding_size
 
 
 def side_seconds(durations: list, side: str) -> float:

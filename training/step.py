@@ -1,7 +1,9 @@
 """One training step of the paper: the encoder, its objective, SGD + ReduceLROnPlateau, forward/backward.
 
-Each step runs support and query through the encoder in two forward passes (train-mode BatchNorm
-statistics per pass, as the original) and back-propagates ``EpisodeObjective``.
+Each prototypical step runs support and query through the encoder in two forward passes (train-mode
+BatchNorm statistics per pass, as the original) and back-propagates ``EpisodeObjective``. A
+classification loss's batch has no queries (``TrainConfig.episode``): all its crops go through the
+encoder in one pass, as the original's softmax.
 """
 import torch
 import torch.nn as nn

@@ -1,7 +1,7 @@
 """Duration-aware calibration (``score.py --qmf duration``) against plain calibration, on the demo's
 synthetic corpus, with trials whose test side is a 1 s crop, a 2 s crop or the full utterance.
 
-    python bench/qmf_bench.py [--out bench_qmf] [--max_epoch 4] [--n_episode 20] [--pairs_per_speaker 150]
+    python bench/qmf_bench.py [--out bench_qmf] [--max_epoch 2] [--n_episode 10] [--pairs_per_speaker 150]
                               [--results bench/results/DATE-qmf-cpu2.md]
 
 Builds the demo's chain at demo size with the real commands (dataprep.py --synthetic,
@@ -32,10 +32,12 @@ def build(args) -> Path:
     checkpoint = models / "baseline_000" / f"checkpoint_{args.max_epoch:03d}.pth"
     if checkpoint.is_file():
         return checkpoint
-    run(["dataprep.py", "--synthetic", "--save_path", str(data), "--n_test_speakers", str(args.n_test_speakers)])
-    run(["feat_extract/feature_extraction.py", "--save_path", str(data)])
+    if not (data / "voxceleb1" / "test" / "feat").is_dir():     # the corpus and its features, once
+        run(["dataprep.py", "--synthetic", "--save_path", str(data), "--n_test_speakers", str(args.n_test_speakers)])
+        run(["feat_extract/feature_extraction.py", "--save_path", str(data)])
     run(["train.py", "--loss_type", "prototypical", "--use_GC", "True", "--n_shot", "1", "--n_query", "2",
-         "--use_variable", "True", "--nb_class_train", "20", "--data_type", "vox1", "--save_path", str(data),
+         "--use_variable", "True", "--nb_class_train", str(args.nb_class_train), "--data_type", "vox1",
+         "--save_path", str(data),
          "--model_dir", str(models), "--channels", "8", "--max_epoch", str(args.max_epoch),
          "--n_episode", str(args.n_episode), "--overwrite"])
     return checkpoint
@@ -110,8 +112,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_qmf", help="folder for the corpus and the model (reused)")
     parser.add_argument("--n_test_speakers", type=int, default=20, help="unseen test speakers")
-    parser.add_argument("--max_epoch", type=int, default=4, help="training epochs")
-    parser.add_argument("--n_episode", type=int, default=20, help="episodes per epoch")
+    parser.add_argument("--max_epoch", type=int, default=2, help="training epochs")
+    parser.add_argument("--n_episode", type=int, default=10, help="episodes per epoch")
+    parser.add_argument("--nb_class_train", type=int, default=10, help="speakers per training episode")
     parser.add_argument("--pairs_per_speaker", type=int, default=150, help="target (and non-target) pairs")
     parser.add_argument("--results", default=None, help="markdown file for the table")
     args = parser.parse_args(argv)

@@ -10,9 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent
-save_path = os.environ.get("META_SR_SAVE_PATH", str(PROJECT_ROOT / "data"))
-SAVED_MODEL_DIR = PROJECT_ROOT / "saved_model"
+PROJECT_ROOT = Path(__file__).resolve().parent        # the code, and the lists/ it ships
+# A checkout (or an editable install of one: pyproject.toml beside this file) keeps data/ and
+# saved_model/ beside the code, as the paper's commands expect; an installed package (`pip install .`)
+# keeps them in the folder a command runs in.
+WORK_ROOT = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
+save_path = os.environ.get("META_SR_SAVE_PATH", str(WORK_ROOT / "data"))
+SAVED_MODEL_DIR = WORK_ROOT / "saved_model"
 LISTS_DIR = PROJECT_ROOT / "lists"
 VOX1_O_TRIALS = LISTS_DIR / "veri_test.txt"   # the paper's list (VoxCeleb1-O original): EER_full.py's default
 
@@ -71,13 +75,16 @@ def protocol_list_path(protocol: str, lists_dir=None) -> Path:
 
 
 # ---------------------------------------------------------------- command-line helpers shared by scripts
+NOT_SHOWN = (None, False, argparse.SUPPRESS)   # defaults --help leaves to the flag's help text (by identity: 0 is shown)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` of every script: the description's line breaks kept, each flag's default shown as
     ``(default: X)`` (a flag without a value to show, default None, says in its help what happens)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        if not action.option_strings or any(action.default is value for value in NOT_SHOWN):
             return text
         return text + " (default: %(default)s)"
 

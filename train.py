@@ -15,8 +15,7 @@ import configure
 from common.errors import UserInputError, run_main
 from data_loading.waveforms import FBANK_PLACES, INPUTS
 from evaluation.validation import DEFAULT_VAL_INTERVAL
-from model.loss import CLASSIFICATION_LOSSES, LOSSES
-from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
+from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
 
@@ -31,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
     parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
                         help="loss of the global classification (softmax as the paper)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="margin m of amsoftmax/aamsoftmax")
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="scale s of amsoftmax/aamsoftmax")
+    parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")
+    parser.add_argument("--scale", type=float, default=LOSS_ARGS["scale"], help="scale s of amsoftmax/aamsoftmax")
     parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
     parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
     parser.add_argument("--use_variable", type=str2bool, default=None,
@@ -62,12 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
-    parser.add_argument("--val_trials", type=str, default=None,
-                        help="validate on this trial list (label enroll test) while training; best.pth kept")
-    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
-                        help="validate every N epochs (and after the last)")
-    parser.add_argument("--val_features", nargs="+", default=None,
-                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
+    add_validation_arguments(parser)
     add_waveform_arguments(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
@@ -76,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature store's corpus index before training (done by itself when stale)")
     return parser
+
+
+def add_validation_arguments(parser) -> None:
+    """Validation while training (not in the paper; evaluation/validation.py)."""
+    parser.add_argument("--val_trials", type=str, default=None,
+                        help="validate on this trial list (label enroll test) while training; best.pth kept")
+    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
+                        help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_features", nargs="+", default=None,
+                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
 
 
 def add_waveform_arguments(parser) -> None:

@@ -180,7 +180,8 @@ def open_part(url: str, credentials: Credentials, offset: int):
     except urllib.error.HTTPError as error:
         if error.code == 416:
             return None          # nothing left to send: the partial file is already whole
-        hint = " (check --user/--password or --key)" if error.code in (401, 403) else ""
+        signed = credentials.user or credentials.key
+        hint = " (check --user/--password or --key)" if error.code in (401, 403) and signed else ""
         raise UserInputError(f"download of {shown(url)} failed: HTTP {error.code} {error.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)

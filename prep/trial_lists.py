@@ -19,14 +19,15 @@ from prep.download import (Credentials, looks_like_html, open_part, partial_size
                            text_rows)
 
 LISTS_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
-# list file -> (trials, SHA-256 of its rows or None when not yet known)
+# list file -> (trials, target trials, SHA-256 of the rows); None where not known yet. The counts are the
+# published ones (the VoxCeleb pages; PaddleSpeech's examples/voxceleb/README.md tabulates them)
 TRIAL_LISTS = {
-    "veri_test.txt": (37_720, "303b2b657042a27bf465d4c8aa84e12765373cdc01046665241ccd5783bd5976"),
-    "veri_test2.txt": (37_611, None),
-    "list_test_all.txt": (581_480, None),
-    "list_test_all2.txt": (579_818, None),
-    "list_test_hard.txt": (552_536, None),
-    "list_test_hard2.txt": (550_894, None),
+    "veri_test.txt": (37_720, 18_860, "303b2b657042a27bf465d4c8aa84e12765373cdc01046665241ccd5783bd5976"),
+    "veri_test2.txt": (37_611, 18_802, None),
+    "list_test_all.txt": (581_480, 290_743, None),
+    "list_test_all2.txt": (579_818, None, None),
+    "list_test_hard.txt": (552_536, 276_270, None),
+    "list_test_hard2.txt": (550_894, 275_488, None),
 }
 VOX1_PATH = re.compile(r"id1\d{4}/[A-Za-z0-9_-]{11}/\d{5}\.wav")
 
@@ -57,10 +58,13 @@ def rows_sha256(path) -> str:
 
 def check_list(path, name: str, expected: dict) -> None:
     """Format, trial count and (where known) rows' SHA-256 of list ``name``; raises otherwise."""
-    n_trials, sha256 = expected[name]
+    n_trials, n_targets, sha256 = expected[name]
     rows = trial_rows(path)
     if len(rows) != n_trials:
         raise UserInputError(f"{path}: {len(rows)} trials, but {name} has {n_trials}")
+    targets = sum(row.startswith("1") for row in rows)
+    if n_targets is not None and targets != n_targets:
+        raise UserInputError(f"{path}: {targets} target trials, but {name} has {n_targets}")
     digest = rows_digest(rows)
     if sha256 is not None and digest != sha256:
         raise UserInputError(f"{path}: SHA-256 of the rows is {digest}, expected {sha256} for {name}")

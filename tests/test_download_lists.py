@@ -51,15 +51,15 @@ def published(server, monkeypatch):  # noqa: F811
                  "list_test_hard2.txt": 9}
     for name, n in stand_ins.items():
         server.files[f"meta/{name}"] = small_list(n).encode()
-        expected[name] = (n, sha_of_rows(small_list(n)))
+        expected[name] = (n, sum(ROWS[i % 3].startswith("1") for i in range(n)), sha_of_rows(small_list(n)))
     monkeypatch.setattr(trial_lists, "TRIAL_LISTS", expected)
     return server
 
 
 def test_every_protocol_list_has_its_published_count():
     assert set(trial_lists.TRIAL_LISTS) == set(configure.PROTOCOL_LISTS.values())
-    assert trial_lists.TRIAL_LISTS["veri_test.txt"][0] == 37_720
-    assert trial_lists.TRIAL_LISTS["veri_test2.txt"][0] == 37_611
+    assert trial_lists.TRIAL_LISTS["veri_test.txt"][:2] == (37_720, 18_860)
+    assert trial_lists.TRIAL_LISTS["veri_test2.txt"][:2] == (37_611, 18_802)
 
 
 def test_the_shipped_voxceleb1_o_list_matches_its_pin_whatever_its_line_ends(tmp_path):
@@ -70,7 +70,7 @@ def test_the_shipped_voxceleb1_o_list_matches_its_pin_whatever_its_line_ends(tmp
     unix.write_bytes((text.replace("\r\n", "\n") + "\n").encode())
     trial_lists.check_list(unix, "veri_test.txt", trial_lists.TRIAL_LISTS)
     unix.write_text(text.replace("1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav",
-                                 "0 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav", 1))
+                                 "1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00009.wav", 1))
     with pytest.raises(UserInputError, match="SHA-256 of the rows is [0-9a-f]{64}, expected 303b2b65"):
         trial_lists.check_list(unix, "veri_test.txt", trial_lists.TRIAL_LISTS)
 
@@ -102,6 +102,7 @@ def test_a_partial_list_resumes(published, tmp_path):
 @pytest.mark.parametrize("body, message", [
     (small_list(5).replace("id10300", "id10301"), r"SHA-256 of the rows is [0-9a-f]{64}, expected"),
     (small_list(4), r"4 trials, but veri_test2\.txt has 5"),
+    (small_list(5).replace("0 id10270", "1 id10270"), r"5 target trials, but veri_test2\.txt has 3"),
     (b"<!DOCTYPE html><html><title>Not Found</title></html>".decode(), r"an HTML page, not a trial list"),
     (small_list(5).replace("1 id10270/x6", "2 id10270/x6", 1), r"veri_test2\.txt\.part:1: expected 'label enroll test'"),
     (small_list(5).replace("id10309/0cYFdtyWVds/00005.wav", "id10309/0cYFdtyWVds/00005.wav extra"),

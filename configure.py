@@ -75,13 +75,16 @@ def protocol_list_path(protocol: str, lists_dir=None) -> Path:
 
 
 # ---------------------------------------------------------------- command-line helpers shared by scripts
+NOT_SHOWN = (None, False, argparse.SUPPRESS)   # defaults --help leaves to the flag's help text (by identity: 0 is shown)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` of every script: the description's line breaks kept, each flag's default shown as
     ``(default: X)`` (a flag without a value to show, default None, says in its help what happens)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        if not action.option_strings or any(action.default is value for value in NOT_SHOWN):
             return text
         return text + " (default: %(default)s)"
 

@@ -147,3 +147,12 @@ def test_a_file_drive_does_not_have_is_one_error_line(server, tmp_path):  # noqa
                                              r"HTTP 404 Not Found$"):          # no VoxCeleb credentials hint
         pretrained.download_pretrained(tmp_path, server.url + "uc")
     assert not (tmp_path / "baseline_000" / "checkpoint_100.pth").exists()
+
+
+def test_an_older_confirmation_page_with_a_confirm_link_is_followed(drive, authors_file, tmp_path):
+    drive.files["uc"] = (f'<html><head><title>Google Drive - Virus scan warning</title></head><body>'
+                         f'<a id="uc-download-link" href="/download?export=download&amp;confirm=Xy_1&amp;id={FILE_ID}">'
+                         f'Download anyway</a></body></html>').encode()
+    path, outcome = pretrained.download_pretrained(tmp_path, drive.url + "uc")
+    assert outcome == "downloaded" and path.read_bytes() == authors_file
+    assert log(drive)[1] == (f"/download?export=download&confirm=Xy_1&id={FILE_ID}", None)

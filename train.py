@@ -47,12 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
-    parser.add_argument("--val_trials", type=str, default=None,
-                        help="validate on this trial list (label enroll test) while training; best.pth kept")
-    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
-                        help="validate every N epochs (and after the last)")
-    parser.add_argument("--val_features", nargs="+", default=None,
-                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
+    add_validation_arguments(parser)
     add_waveform_arguments(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
@@ -79,6 +74,16 @@ def add_objective_arguments(parser) -> None:
                              "prototypical only: classification losses always train on full 200-frame crops)")
     parser.add_argument("--nb_class_train", type=int, default=None,
                         help="speakers per episode (default 100; softmax batch default 256)")
+
+
+def add_validation_arguments(parser) -> None:
+    """Validation while training (not in the paper; evaluation/validation.py)."""
+    parser.add_argument("--val_trials", type=str, default=None,
+                        help="validate on this trial list (label enroll test) while training; best.pth kept")
+    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
+                        help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_features", nargs="+", default=None,
+                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
 
 
 def add_waveform_arguments(parser) -> None:

@@ -8,6 +8,8 @@ embeddings, itself normalised to unit length).
 """
 import numpy as np
 
+import configure
+
 from common.errors import UserInputError
 from evaluation.embedding import embed_utterances
 
@@ -17,11 +19,14 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def check_cohort_size(top_k: int, n_cohort: int) -> None:
+    if not 1 <= top_k <= n_cohort:
+        raise UserInputError(f"--cohort_size {top_k} must be between 1 and the cohort's {n_cohort} speakers")
+
+
 def top_k_stats(embeddings: np.ndarray, cohort: np.ndarray, top_k: int):
     """(mean, std) of each embedding's ``top_k`` highest cosine scores against the cohort."""
-    if not 1 <= top_k <= len(cohort):
-        raise UserInputError(f"--cohort_size {top_k} must be between 1 and the cohort's "
-                             f"{len(cohort)} speakers")
+    check_cohort_size(top_k, len(cohort))
     scores = unit_rows(embeddings) @ unit_rows(cohort).T
     top = -np.partition(-scores, top_k - 1, axis=1)[:, :top_k]
     return top.mean(axis=1), top.std(axis=1)
@@ -33,6 +38,20 @@ def as_norm(scores, enroll_stats, test_stats) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     eps = 1e-12
     return 0.5 * ((scores - mean_e) / (std_e + eps) + (scores - mean_t) / (std_t + eps))
+
+
+def training_cohort_corpus(args):
+    """EER_full.py's cohort: the training features of ``--data_type`` (a FeatureCorpus), every flag
+    checked before any embedding work; ``speaker_cohort`` embeds it. (score.py's cohort is the user's
+    audio folder or embeddings, evaluation/score_trials.py; both go through ``top_k_stats``.)"""
+    from data_loading.corpus import FeatureCorpus
+    from evaluation.cli import check_positive
+    check_positive(args, "cohort_size", "cohort_utterances")
+    train_roots = configure.feature_roots(args.save_path, [configure.TRAIN_DATA[args.data_type]], "all",
+                                          f"AS-norm cohort: training features of --data_type {args.data_type}")
+    corpus = FeatureCorpus(train_roots, reindex=args.reindex)
+    check_cohort_size(args.cohort_size, corpus.n_speakers)
+    return corpus
 
 
 def speaker_cohort(model, corpus, device, utterances_per_speaker: int = 3, seed: int = 0,

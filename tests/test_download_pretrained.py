@@ -65,7 +65,8 @@ def test_confirmation_page_then_file_lands_where_eer_full_finds_it(drive, author
     assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint_100.pth"]
     model, _ = load_encoder(path)
     assert (model.num_classes, model.backbone) == (5994, "resnet34")
-    assert f"pretrained: {path} downloaded (structure (no SHA-256 pinned yet) verified)" in capsys.readouterr().out
+    assert capsys.readouterr().out == (f"pretrained: {path} downloaded (structure verified; no SHA-256 pinned yet); "
+                                       f"evaluate it with EER_full.py --n_folder 0 --cp_num 100 --model_dir {models}\n")
 
 
 def test_a_partial_download_resumes_with_a_range_request(drive, authors_file, tmp_path):

@@ -150,8 +150,9 @@ def run_voxceleb(args) -> None:
 def run_published(args) -> None:
     if args.download_pretrained:
         path, outcome = pretrained.download_pretrained(args.model_dir, args.pretrained_url)
-        checked = "SHA-256 and structure" if pretrained.PRETRAINED_SHA256 else "structure (no SHA-256 pinned yet)"
-        print(f"pretrained: {path} {outcome} ({checked} verified); evaluate it with "
+        checked = "SHA-256 and structure verified" if pretrained.PRETRAINED_SHA256 else \
+            "structure verified; no SHA-256 pinned yet"
+        print(f"pretrained: {path} {outcome} ({checked}); evaluate it with "
               f"EER_full.py --n_folder {configure.PAPER_N_FOLDER} --cp_num {configure.PAPER_CP_NUM}"
               + (f" --model_dir {args.model_dir}" if args.model_dir else ""))
     if args.download_lists:

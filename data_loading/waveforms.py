@@ -35,7 +35,8 @@ import configure
 from common.errors import UserInputError
 from data_loading.augment import Augmenter, check_augment_folders
 from data_loading.episodes import empty_crops
-from data_loading.wav_index import AUDIO_SUFFIXES, frames_of, load_wav_index
+from data_loading.wav_index import frames_of, load_wav_index
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES
 from feat_extract.fbank import INT16_SCALE, PREEMPHASIS
 from feat_extract.torch_fbank import TorchFbank, frame_geometry
 
@@ -152,7 +153,7 @@ class WaveCorpus:
 
     def wav_path(self, base: int) -> str:
         return os.path.join(self.wav_index.wav_dir,
-                            self.stems[base] + AUDIO_SUFFIXES[int(self.wav_index.suffix[base])])
+                            self.stems[base] + SOUNDFILE_SUFFIXES[int(self.wav_index.suffix[base])])
 
     # ------------------------------------------------------------ samples
     def read_recording(self, base: int, first: int, stop: int) -> np.ndarray:

@@ -7,13 +7,11 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from common.errors import UserInputError
-
-SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
+from feat_extract.audio_formats import FFMPEG_SUFFIXES, SOUNDFILE_SUFFIXES
 
 
 def audio_suffixes() -> set:
-    from feat_extract.audio import FFMPEG_SUFFIXES
-    return SOUNDFILE_SUFFIXES | (FFMPEG_SUFFIXES if shutil.which("ffmpeg") else set())
+    return set(SOUNDFILE_SUFFIXES) | (FFMPEG_SUFFIXES if shutil.which("ffmpeg") else set())
 
 
 def read_list(list_path) -> list:

@@ -13,22 +13,18 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
-from common.files import write_text
+from common.preflight import check_creatable, check_output_place
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
-from common.preflight import check_creatable, check_output_place
 from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
                                     is_calibration_file, save_calibration)
 from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index, read_model_record
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
-from evaluation.trial_items import Item, embed_items, read_trial_list, resolve_items
-
-
-def feature_roots(save_path) -> list:
-    candidates = [configure.feature_dir(save_path, "voxceleb1", split) for split in ("test", "dev")]
-    return [root for root in candidates if root.is_dir()]
+from evaluation.score_norm import cohort_matrix
+from evaluation.trial_items import Item, embed_items, resolve_items
+from evaluation.trials import read_trials
 
 
 class LazyModel:
@@ -84,7 +80,7 @@ def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
         entries = {str(source): Item("audio", source) for source, _ in collect_inputs([location])}
     else:
         entries = {key: Item("embedding", vector) for key, vector in load_embeddings(location).items()}
-    return np.stack(list(embed(entries, lazy, args).values()))
+    return cohort_matrix(np.stack(list(embed(entries, lazy, args).values())))
 
 
 def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
@@ -177,10 +173,11 @@ def print_llr_metrics(labels, llrs, prefix: str = "") -> dict:
 
 def score_trial_list(args) -> dict:
     """score.py's work for its parsed flags: scores, metrics, calibration, result files; the summary."""
-    trials = read_trial_list(args.trials)
+    trials = read_trials(args.trials, strict=False)
     calibration = check_before_work(args, trials)
     store = load_embeddings(args.embeddings) if args.embeddings else None
-    entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
+    entries = resolve_items(trials.utterances(), store, args.audio_root,
+                            configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS))
     out_dir = check_creatable(args.out_dir)   # found now, not after the embedding; created with the scores
     if args.calibrate_out:
         check_creatable(Path(args.calibrate_out).absolute().parent)
@@ -191,7 +188,7 @@ def score_trial_list(args) -> dict:
     scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
     if args.score_norm == "asnorm":
         scores = normalised_scores(args, lazy, trials, vectors, scores)
-    write_scores_file(out_dir, trials, scores, None)   # kept whatever fails after this point
+    cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test)   # kept if a later step fails
     summary = {"trials": str(trials.path), "checkpoint": str(lazy.path or ""), "score_norm": args.score_norm}
     if trials.labels is not None:
         summary.update(cli.evaluate_scores(trials.labels, scores))
@@ -201,19 +198,10 @@ def score_trial_list(args) -> dict:
     return summary
 
 
-def write_scores_file(out_dir: Path, trials, scores, llrs) -> None:
-    """``scores.txt``: ``label score [llr] enroll test`` per line (scores as exact round-trip reprs)."""
-    labels = trials.labels if trials.labels is not None else [None] * len(scores)
-    columns = [labels, scores] + ([llrs] if llrs is not None else []) + [trials.enroll, trials.test]
-    lines = (" ".join(str(v) if not isinstance(v, float) else repr(float(v)) for v in row if v is not None)
-             for row in zip(*columns))
-    write_text(out_dir / "scores.txt", "\n".join(lines) + "\n")
-
-
 def write_results(out_dir: Path, trials, scores, llrs, summary) -> None:
     from evaluation.plots import plot_det   # matplotlib: only when results are written
     if llrs is not None:
-        write_scores_file(out_dir, trials, scores, llrs)
+        cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test, llrs)
     cli.write_json(out_dir / "report.json", summary)
     if trials.labels is not None:
         plot_det([("cosine" if summary["score_norm"] == "none" else "AS-norm", trials.labels, scores)],

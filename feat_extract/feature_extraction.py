@@ -30,11 +30,11 @@ from common.files import save_npy, write_text  # noqa: E402
 from common.preflight import check_room  # noqa: E402
 from feat_extract import corpus_index  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES  # noqa: E402
 from feat_extract.fbank import N_MELS, SAMPLE_RATE, log_mel_fbank_int16  # noqa: E402
 from feat_extract.features import is_complete_feature  # noqa: E402
 from feat_extract.shards import parse_shard, select_shard  # noqa: E402
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FEAT_DTYPES = ("float32", "float16")
 REPORT_NAME = "extraction_report.txt"
 
@@ -60,7 +60,7 @@ class ExtractionSummary:
 def wav_tree_jobs(wav_root, feat_root) -> list:
     """(audio, npy) pairs mirroring ``wav_root/<spk>/<session>/<utt>.wav`` under ``feat_root``."""
     wav_root, feat_root = Path(wav_root), Path(feat_root)
-    audio = sorted(p for p in wav_root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    audio = sorted(p for p in wav_root.rglob("*") if p.suffix.lower() in SOUNDFILE_SUFFIXES and p.is_file())
     return [(str(p), str((feat_root / p.relative_to(wav_root)).with_suffix(".npy"))) for p in audio]
 
 
@@ -265,7 +265,7 @@ def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False, 
         raise UserInputError(f"no wav folder under {save_path} (looked for {folders}); "
                              "run dataprep.py first (or --synthetic for a demo corpus)")
     if not total.reports:
-        raise UserInputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(empty)}; "
+        raise UserInputError(f"no audio files ({', '.join(SOUNDFILE_SUFFIXES)}) in {', '.join(empty)}; "
                              "run dataprep.py first (or --synthetic for a demo corpus)")
     return total
 
@@ -308,8 +308,7 @@ def feature_roots(args) -> list:
     """The feature folders a command works on: --out_dir, or those of configure.SPLITS that exist."""
     if args.out_dir:
         return [Path(args.out_dir)]
-    save_path = Path(args.save_path or configure.save_path)
-    return [save_path / feat for _, feat in configure.SPLITS.values() if (save_path / feat).is_dir()]
+    return configure.feature_roots(args.save_path or configure.save_path)
 
 
 def index_only(args) -> None:

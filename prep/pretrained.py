@@ -40,7 +40,7 @@ class ConfirmForm(html.parser.HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "form" and self.action is None:
+        if tag == "form" and (self.action is None or attrs.get("id") == "download-form"):
             self.action = attrs.get("action")
         elif tag == "input" and attrs.get("type") == "hidden" and attrs.get("name"):
             self.fields[attrs["name"]] = attrs.get("value") or ""

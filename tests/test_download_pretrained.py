@@ -65,7 +65,8 @@ def test_confirmation_page_then_file_lands_where_eer_full_finds_it(drive, author
     assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint_100.pth"]
     model, _ = load_encoder(path)
     assert (model.num_classes, model.backbone) == (5994, "resnet34")
-    assert f"pretrained: {path} downloaded (structure (no SHA-256 pinned yet) verified)" in capsys.readouterr().out
+    assert capsys.readouterr().out == (f"pretrained: {path} downloaded (structure verified; no SHA-256 pinned yet); "
+                                       f"evaluate it with EER_full.py --n_folder 0 --cp_num 100 --model_dir {models}\n")
 
 
 def test_a_partial_download_resumes_with_a_range_request(drive, authors_file, tmp_path):
@@ -147,3 +148,12 @@ def test_a_file_drive_does_not_have_is_one_error_line(server, tmp_path):  # noqa
                                              r"HTTP 404 Not Found$"):          # no VoxCeleb credentials hint
         pretrained.download_pretrained(tmp_path, server.url + "uc")
     assert not (tmp_path / "baseline_000" / "checkpoint_100.pth").exists()
+
+
+def test_an_older_confirmation_page_with_a_confirm_link_is_followed(drive, authors_file, tmp_path):
+    drive.files["uc"] = (f'<html><head><title>Google Drive - Virus scan warning</title></head><body>'
+                         f'<a id="uc-download-link" href="/download?export=download&amp;confirm=Xy_1&amp;id={FILE_ID}">'
+                         f'Download anyway</a></body></html>').encode()
+    path, outcome = pretrained.download_pretrained(tmp_path, drive.url + "uc")
+    assert outcome == "downloaded" and path.read_bytes() == authors_file
+    assert log(drive)[1] == (f"/download?export=download&confirm=Xy_1&id={FILE_ID}", None)

@@ -38,7 +38,7 @@ def test_every_flag_has_help_and_shows_its_default(name, monkeypatch):
     assert isinstance(parser._get_formatter(), configure.HelpFormatter)
     for action in parser._actions:
         assert action.help and action.help.strip(), f"{name}: {action.option_strings or action.dest} has no help"
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+        if action.option_strings and all(action.default is not value for value in configure.NOT_SHOWN):
             shown = shown_help(parser, action)
             assert shown.endswith(f"(default: {action.default})") and shown.count("(default") == 1, \
                 f"{name}: {action.option_strings[0]} does not show its default {action.default!r} once: {shown!r}"
@@ -52,6 +52,7 @@ def test_help_shows_defaults_and_keeps_the_descriptions_line_breaks():
     flat = " ".join(text.split())
     assert "--nb_class_test NB_CLASS_TEST speakers per episode (N-way) (default: 50)" in flat
     assert "--cp_num CP_NUM checkpoint (epoch) number: checkpoint_NNN.pth in that folder (default: 100)" in flat
+    assert "--seed SEED random seed (runs are reproducible) (default: 0)" in flat      # 0 is a default too
 
 
 def test_export_help_names_the_feature_function_where_it_lives(monkeypatch):

@@ -35,7 +35,11 @@ def test_pyproject_pins_are_requirements_txt():
     runtime = {normalised(pin) for pin in project["dependencies"]}
     extras = {normalised(pin) for pins in project["optional-dependencies"].values() for pin in pins}
     assert not runtime & extras
-    assert runtime | extras == requirement_pins((ROOT / "requirements.txt").read_text())
+    pinned = requirement_pins((ROOT / "requirements.txt").read_text())
+    assert runtime | extras == pinned, (
+        f"requirements.txt only: {sorted(pinned - runtime - extras)}, pyproject.toml only: "
+        f"{sorted((runtime | extras) - pinned)}; a pin belongs in both (pyproject: dependencies, or "
+        "[project.optional-dependencies] test for what only the tests use)")
     assert "pytest==9.2.0" in extras and "torch==2.13.0" in runtime
 
 

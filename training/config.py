@@ -16,7 +16,7 @@ from common.errors import UserInputError
 from data_loading.episodes import CROP_FRAMES, EpisodeConfig
 from data_loading.waveforms import check_waveform_config, resolve_waveform_config
 from evaluation.validation import DEFAULT_VAL_INTERVAL
-from model.loss import CLASSIFICATION_LOSSES, LOSSES
+from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_MODEL, default_args
 from training.distributed import DistContext
 
@@ -86,6 +86,12 @@ class TrainConfig:
             return EpisodeConfig(n_way=self.nb_class_train, n_shot=self.n_shot + self.n_query)
         return EpisodeConfig(n_way=self.nb_class_train, n_shot=self.n_shot, n_query=self.n_query,
                              variable_query=self.use_variable)
+
+    @property
+    def loss_args(self) -> dict:
+        """The loss hyper-parameters (``--margin``, ``--scale``) as the one mapping the losses take;
+        config.json keeps them as fields of their own."""
+        return {key: getattr(self, key) for key in LOSS_ARGS if getattr(self, key, None) is not None}
 
     @property
     def objective_name(self) -> str:

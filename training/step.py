@@ -53,8 +53,7 @@ def build_encoder(config: TrainConfig, num_classes: int, device: torch.device, c
 
 
 def build_step(encoder, config: TrainConfig, ctx: DistContext, device: torch.device) -> nn.Module:
-    margins = {key: getattr(config, key) for key in ("margin", "scale") if getattr(config, key) is not None}
-    objective = EpisodeObjective(config.loss_type, config.use_GC, config.gc_loss or "softmax", **margins)
+    objective = EpisodeObjective(config.loss_type, config.use_GC, config.gc_loss or "softmax", config.loss_args)
     step = EpisodeStep(encoder, objective, config.episode, ctx)
     if ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None

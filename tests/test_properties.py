@@ -9,7 +9,6 @@ examples are derandomised (the same cases every run) and their number is kept mo
 (``EXAMPLES``). ``CASES`` counts the cases each property ran (printed with ``pytest -s``)."""
 import collections
 import contextlib
-import io
 import json
 import math
 import shutil
@@ -22,9 +21,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.errors import run_main
 from tests.conftest import TRAIN_FEATURES, write_random_features
 from tests.test_api import tiny_checkpoint
+from tests.test_robustness import run_entry
 
 EXAMPLES = 100
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -37,22 +36,25 @@ def tree_bytes(root: Path) -> dict:
     return {str(path): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def run_refused(main, argv, root: Path, must_not_exist=()) -> str:
-    """``main(argv)`` as the script runs it; asserts the bad-input promise; returns the error line."""
+def run_refused(script: str, argv, root: Path, must_not_exist=()) -> str:
+    """``<script>.main(argv)`` as the script runs it; asserts the bad-input promise; the error line."""
     before = tree_bytes(root)
-    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            run_main(lambda: main([str(arg) for arg in argv]))
-        except SystemExit as stop:
-            code = stop.code
-    lines = stderr.getvalue().splitlines()
-    assert code == 2, (code, stderr.getvalue()[-3000:])
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr.getvalue()[-3000:]
+    result = run_entry(script, *argv)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert tree_bytes(root) == before, "a file that existed before the command changed"
     for path in must_not_exist:
         assert not Path(path).exists(), f"{path} was created"
     return lines[0]
+
+
+def refused_case(world, name: str, content: bytes, script: str, argv) -> str:
+    """One generated case: ``content`` written as ``name`` in a fresh folder, ``argv(folder)`` refused,
+    and neither ``out`` nor ``models`` created there."""
+    with case_folder(world) as folder:
+        (folder / name).write_bytes(content)
+        return run_refused(script, argv(folder), world, must_not_exist=[folder / "out", folder / "models"])
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +129,10 @@ def malformed_trial_list(draw) -> bytes:
 @PROPERTY
 @given(content=malformed_trial_list())
 def test_score_refuses_every_malformed_trial_list(world, content):
-    import score
     CASES["score.py --trials"] += 1
-    with case_folder(world) as folder:
-        (folder / "trials.txt").write_bytes(content)
-        run_refused(score.main, ["--trials", folder / "trials.txt", "--embeddings", world / "embeddings.npy",
-                                 "--out_dir", folder / "out", "--save_path", folder / "nothing"],
-                    world, must_not_exist=[folder / "out"])
+    refused_case(world, "trials.txt", content, "score", lambda folder: [
+        "--trials", folder / "trials.txt", "--embeddings", world / "embeddings.npy", "--out_dir", folder / "out",
+        "--save_path", folder / "nothing"])
 
 
 # ---------------------------------------------------------------------------- malformed calibrations
@@ -170,22 +169,16 @@ def malformed_calibration(draw) -> bytes:
 
 
 @PROPERTY
-@given(content=malformed_calibration(), script=st.sampled_from(["score.py", "verify.py"]))
+@given(content=malformed_calibration(), script=st.sampled_from(["score", "verify"]))
 def test_every_malformed_calibration_is_refused(world, content, script):
-    import score
-    import verify
-    CASES[f"{script} --calibration"] += 1
-    with case_folder(world) as folder:
-        (folder / "cal.json").write_bytes(content)
-        if script == "score.py":
-            argv = ["--trials", world / "good_trials.txt", "--embeddings", world / "embeddings.npy", "--calibration",
-                    folder / "cal.json", "--out_dir", folder / "out", "--save_path", folder / "nothing"]
-            line = run_refused(score.main, argv, world, must_not_exist=[folder / "out"])
-        else:
-            argv = ["--checkpoint", world / "model.pth", "--calibration", folder / "cal.json", world / "r0.wav",
-                    world / "r1.wav"]
-            line = run_refused(verify.main, argv, world)
-        assert line.startswith(f"error: {folder / 'cal.json'}: not a calibration file written by score.py"), line
+    CASES[f"{script}.py --calibration"] += 1
+    argv = {"score": lambda folder: ["--trials", world / "good_trials.txt", "--embeddings", world / "embeddings.npy",
+                                     "--calibration", folder / "cal.json", "--out_dir", folder / "out",
+                                     "--save_path", folder / "nothing"],
+            "verify": lambda folder: ["--checkpoint", world / "model.pth", "--calibration", folder / "cal.json",
+                                      world / "r0.wav", world / "r1.wav"]}[script]
+    line = refused_case(world, "cal.json", content, script, argv)
+    assert ": not a calibration file written by score.py --calibrate_out (" in line, line
 
 
 # ------------------------------------------------------------------------------ malformed config files
@@ -259,29 +252,26 @@ def malformed_config(draw) -> bytes:
 @PROPERTY
 @given(content=malformed_config())
 def test_train_refuses_every_malformed_config_before_the_run_folder(world, content):
-    import train
     CASES["train.py --config"] += 1
-    with case_folder(world) as folder:
-        (folder / "run.yaml").write_bytes(content)
-        argv = ["--config", folder / "run.yaml", "--save_path", world / "data", "--model_dir", folder / "models",
-                "--channels", "4", "--nb_class_train", "3", "--n_episode", "1", "--max_epoch", "1", "--workers", "0"]
-        if b"nb_class_train" in content or b"channels" in content or b"n_episode" in content or b"max_epoch" in content \
-                or b"workers" in content:
-            argv = argv[:6]     # the config's own value is the one under test
-        run_refused(train.main, argv, world, must_not_exist=[folder / "models"])
+    tested = [flag for flag in ("nb_class_train", "channels", "n_episode", "max_epoch", "workers")
+              if flag.encode() in content]       # the config's own value of these is the one under test
+    refused_case(world, "run.yaml", content, "train", lambda folder: [
+        "--config", folder / "run.yaml", *small_run(world, folder, skip=tested)])
 
 
 @PROPERTY
 @given(content=malformed_trial_list())
 def test_train_refuses_every_malformed_validation_list_before_the_run_folder(world, content):
-    import train
     CASES["train.py --val_trials"] += 1
-    with case_folder(world) as folder:
-        (folder / "trials.txt").write_bytes(content)
-        run_refused(train.main, ["--val_trials", folder / "trials.txt", "--val_features", world / "valfeat",
-                                 "--save_path", world / "data", "--model_dir", folder / "models", "--channels", "4",
-                                 "--nb_class_train", "3", "--n_episode", "1", "--max_epoch", "1", "--workers", "0"],
-                    world, must_not_exist=[folder / "models"])
+    refused_case(world, "trials.txt", content, "train", lambda folder: [
+        "--val_trials", folder / "trials.txt", "--val_features", world / "valfeat", *small_run(world, folder)])
+
+
+def small_run(world, folder, skip=()) -> list:
+    """train.py flags of a run of one episode on the small store, into ``folder/models``."""
+    sizes = {"channels": 4, "nb_class_train": 3, "n_episode": 1, "max_epoch": 1, "workers": 0}
+    return ["--save_path", world / "data", "--model_dir", folder / "models",
+            *(item for flag, value in sizes.items() if flag not in skip for item in (f"--{flag}", value))]
 
 
 def test_zz_report_the_cases(capsys):

@@ -17,6 +17,7 @@ from data_loading.episodes import EpisodeConfig
 from data_loading.waveforms import check_waveform_config, resolve_waveform_config
 from model.loss import CLASSIFICATION_LOSSES, LOSSES
 from training.distributed import DistContext
+from training.fast_paths import check_fast_paths
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
@@ -70,6 +71,11 @@ class TrainConfig:
     rir_dir: Optional[str] = None
     speed_perturb: bool = False
     wav_fbank: str = "workers"
+    # opt-in faster paths (training/fast_paths.py); the defaults compute exactly what they always did
+    channels_last: Optional[bool] = None
+    sgd_impl: str = "default"
+    compile: Optional[str] = None
+    cuda_graphs: bool = False
 
     def as_dict(self) -> dict:
         """Plain JSON-able values (config.json, the checkpoint's ``config``)."""
@@ -105,6 +111,7 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     if values["val_interval"] is None:
         values["val_interval"] = 1
     values["model_dir"] = str(values["model_dir"] or configure.SAVED_MODEL_DIR)
+    values.update(sgd_impl=values["sgd_impl"] or "default", cuda_graphs=bool(values["cuda_graphs"]))
     values["tensorboard"] = bool(values["tensorboard"])
     values["world_size"] = ctx.world_size
     values.update(resolve_waveform_config(values))   # --input wav: the wav folder the features mirror
@@ -137,6 +144,7 @@ def check_config(config: TrainConfig) -> None:
         raise UserInputError(f"--nb_class_train {config.nb_class_train} is smaller than the "
                              f"{config.world_size} processes sharing each episode")
     check_waveform_config(config.as_dict())   # --input wav, --augment and their folders
+    check_fast_paths(config)   # --cuda_graphs on a GPU, in one process
 
 
 def episodes_per_epoch(n_utterances: int, episode: EpisodeConfig, n_episode=None) -> int:

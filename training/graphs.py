@@ -24,9 +24,10 @@ def clear_grads(params) -> None:
 
 
 class CudaGraphs:
-    """Captures on a side stream after ``warmup`` eager runs, into one shared memory pool."""
+    """Captures on a side stream after ``warmup`` eager runs (1 once a graph exists: cuDNN/cuBLAS are
+    initialised by then), into one shared memory pool."""
 
-    def __init__(self, warmup: int = 2):
+    def __init__(self, warmup: int = 3):
         self.warmup = warmup
         self.pool = torch.cuda.graph_pool_handle()
 
@@ -38,6 +39,7 @@ class CudaGraphs:
             for _ in range(self.warmup):
                 clear_grads(params)
                 run()
+        self.warmup = 1
         torch.cuda.current_stream().wait_stream(side)
         clear_grads(params)
         graph = torch.cuda.CUDAGraph()

@@ -13,14 +13,8 @@
 # torchrun flags (when they differ) -> summary. A failing step does not stop the later ones.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python3}
-OUT=${OUT:?set OUT to the results folder}
-mkdir -p "$OUT"
-WORK=${WORK:-$(mktemp -d /tmp/meta_sr_speed_XXXX)}
-mkdir -p "$WORK"
-DATA=$WORK/data
-MODELS=$WORK/saved_model
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+source bench/gpu_steps.sh   # run_folders PREFIX; step NAME TIMEOUT_S command...
+run_folders meta_sr_speed
 if [ "${TINY:-0}" = 1 ]; then
   SPEAKERS=12; UTTS=8; TEST_SPEAKERS=6; WAY=4; CHANNELS=4; EPISODES=3; EPOCHS=1; WORKERS=0; PROBE_WORKERS=2
   LEVER_EPISODES=2; PASSES=1; LEVER_FLAGS="--levers eager_fp32 eager_bf16 fused_sgd_bf16 sync_every_step_bf16"
@@ -34,7 +28,6 @@ fi
 
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-500} ))   # steps are cut short so that the summary still runs
 STEP_LOGS=$WORK; STEP_MIN_S=10; STEP_TAIL=15
-source bench/gpu_steps.sh   # step NAME TIMEOUT_S command...
 
 : > "$OUT/steps.tsv"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true

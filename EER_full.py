@@ -1,56 +1,54 @@
 """Full-utterance verification EER on a trial list (default VoxCeleb1-O), as the paper's EER_full.py.
 
     python EER_full.py --n_folder 0 --cp_num 100 --data_type vox2 [--score_norm asnorm --cohort_size 300]
+    python EER_full.py --n_folder 0 --cp_num 100 --protocol H      # VoxCeleb1-H (cleaned); O, E, O-original ...
+
+Without --protocol or --trials it scores the paper's list lists/veri_test.txt (VoxCeleb1-O
+original), as the paper's command always did; --protocol O|E|H picks the cleaned lists
+(python dataprep.py --download_lists fetches them). Each utterance is embedded once, in batches;
+embeddings go to a resumable cache (embedding_cache/ in the results folder or --cache_dir), so an
+interrupted VoxCeleb1-E/H run continues where it stopped.
 
 Prints EER, threshold and minDCF (p_target 0.01, 0.001, 0.05); writes scores_full_cpNNN.txt,
 eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_dir).
 """
-import argparse
 
 import configure
-from common.errors import UserInputError, run_main
-from data_loading.corpus import FeatureCorpus
+from common.errors import run_main
 from evaluation import cli
+from evaluation.protocol import add_cache_argument, add_protocol_arguments, embedding_cache, selected_trials
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
-from evaluation.score_norm import speaker_cohort
-from evaluation.trials import locate_features, read_trials, voxceleb1_feature_roots
+from evaluation.score_norm import speaker_cohort, training_cohort_corpus
+from evaluation.trials import locate_features, voxceleb1_feature_roots
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     cli.add_model_arguments(parser, batch_size=16)
-    parser.add_argument("--trials", type=str, default=str(configure.VOX1_O_TRIALS), help="trial list")
-    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
+    add_protocol_arguments(parser)
+    add_cache_argument(parser)
+    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none",
+                        help="asnorm: also adaptive S-norm scores against a cohort of training speakers")
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--cohort_utterances", type=int, default=3,
                         help="training utterances averaged per cohort speaker")
     return configure.apply_common_arguments(parser.parse_args(argv))
 
 
-def cohort_corpus(args):
-    """The AS-norm cohort's training features, every flag checked before any embedding work."""
-    cli.check_positive(args, "cohort_size", "cohort_utterances")
-    train_root = configure.feature_dir(args.save_path, *configure.TRAIN_DATA[args.data_type])
-    if not train_root.is_dir():
-        raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
-                             f"found at {train_root}")
-    corpus = FeatureCorpus([train_root], reindex=args.reindex)
-    if args.cohort_size > corpus.n_speakers:
-        raise UserInputError(f"--cohort_size {args.cohort_size} must be between 1 and the cohort's "
-                             f"{corpus.n_speakers} speakers")
-    return corpus
-
-
 def main(argv=None):
     args = parse_args(argv)
-    trials = read_trials(args.trials)
-    located = locate_features(trials.utterances(), voxceleb1_feature_roots(args.save_path))
-    cohort_features = cohort_corpus(args) if args.score_norm == "asnorm" else None
+    cli.check_checkpoint(args)
+    trials = selected_trials(args)
+    roots = voxceleb1_feature_roots(args.save_path)
+    located = locate_features(trials.utterances(), roots)
+    cohort_features = training_cohort_corpus(args) if args.score_norm == "asnorm" else None
     model, checkpoint, out_dir = cli.load_model(args)
-    names, embeddings = embed_trial_utterances(model, trials, located, args.device, args.batch_size)
+    cache = embedding_cache(args, checkpoint, roots, out_dir, len(located))
+    names, embeddings = embed_trial_utterances(model, trials, located, args.device, args.batch_size, cache)
     scores = cosine_trial_scores(trials, names, embeddings)
-    summary = {"checkpoint": str(checkpoint), "trials": str(trials.path), **cli.evaluate_scores(trials.labels, scores)}
+    summary = {"checkpoint": str(checkpoint), "protocol": args.protocol, "trials": str(trials.path),
+               **cli.evaluate_scores(trials.labels, scores)}
     curves = [("cosine", trials.labels, scores)]
     if cohort_features is not None:
         cohort = speaker_cohort(model, cohort_features, args.device, args.cohort_utterances, args.seed,

@@ -8,25 +8,25 @@
     python dataprep.py --save_path DIR --synthetic [--n_speakers 40 --n_test_speakers 10 --seed 0]
     python dataprep.py --save_path DIR --download_augment --extract_augment [--split_musan]  # MUSAN, RIRS_NOISES
     python dataprep.py --save_path DIR --synthetic_augment        # a small synthetic noise/RIR set instead
+    python dataprep.py --download_pretrained    # the authors' checkpoint -> saved_model/baseline_000/checkpoint_100.pth
+    python dataprep.py --download_lists         # VoxCeleb1-O/E/H trial lists (original and cleaned) -> lists/
 
 Then extract features with ``python feat_extract/feature_extraction.py --save_path DIR``.
 For ``train.py --augment``: ``--noise_dir DIR/musan`` (or ``DIR/musan_split``) ``--rir_dir
 DIR/RIRS_NOISES/simulated_rirs``; the synthetic set: ``DIR/augment/musan`` and
 ``DIR/augment/RIRS_NOISES/simulated_rirs``.
 """
-import argparse
 import sys
 
 import configure
-from prep import augment_corpora, download, synthetic, synthetic_augment
+from prep import augment_corpora, download, pretrained, synthetic, synthetic_augment, trial_lists
 from common.errors import UserInputError, run_main
 from feat_extract.shards import parse_shard
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--save_path", default=None,
-                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser = configure.argument_parser(__doc__)
+    configure.add_save_path_argument(parser)
     parser.add_argument("--download", action="store_true", help="download the archive parts")
     parser.add_argument("--extract", action="store_true", help="join parts and extract the zips")
     parser.add_argument("--convert", action="store_true", help="VoxCeleb2 m4a -> 16 kHz wav (ffmpeg)")
@@ -38,15 +38,35 @@ def parse_args(argv=None):
     parser.add_argument("--base_url", default=None, help="download host / mirror (default: with a key, "
                         f"{download.KEYED_BASE_URL}, asked as BASE?file=<part>&key=<key>; else "
                         f"{download.DEFAULT_BASE_URL}, asked as BASE/<part>)")
-    parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"))
-    parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"))
+    parser.add_argument("--parts_list", default=str(configure.LISTS_DIR / "fileparts.txt"),
+                        help="the VoxCeleb archive parts to download, 'name md5' per line")
+    parser.add_argument("--archives_list", default=str(configure.LISTS_DIR / "files.txt"),
+                        help="how parts join into archives, 'glob-of-parts archive md5' per line")
     parser.add_argument("--workers", type=int, default=None, help="parallel jobs (default: all cores)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="--convert only shard K of N of the files (a deterministic split by file name, "
                              "as feature_extraction.py --shard), so several machines share the work")
     add_augment_arguments(parser)
     add_synthetic_arguments(parser)
+    add_published_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_published_arguments(parser) -> None:
+    group = parser.add_argument_group("the authors' checkpoint and the VoxCeleb1 trial lists")
+    group.add_argument("--download_pretrained", action="store_true",
+                       help="fetch the authors' published checkpoint (Google Drive) into "
+                            "MODEL_DIR/baseline_000/checkpoint_100.pth, where EER_full.py --n_folder 0 "
+                            "--cp_num 100 finds it")
+    group.add_argument("--pretrained_url", default=pretrained.PRETRAINED_URL,
+                       help="Drive's download endpoint (or a mirror of it), asked as URL?export=download&id="
+                            f"{pretrained.PRETRAINED_FILE_ID}")
+    configure.add_model_dir_argument(group)
+    group.add_argument("--download_lists", action="store_true",
+                       help="fetch the VoxCeleb1-O/E/H trial lists, original and cleaned ("
+                            f"{', '.join(configure.PROTOCOL_LISTS.values())}) into LISTS_DIR")
+    group.add_argument("--lists_url", default=trial_lists.LISTS_URL, help="where the lists are published")
+    group.add_argument("--lists_dir", default=str(configure.LISTS_DIR), help="where the lists go")
 
 
 def add_augment_arguments(parser) -> None:
@@ -66,12 +86,12 @@ def add_synthetic_arguments(parser) -> None:
     group.add_argument("--synthetic", action="store_true", help="write the built-in synthetic corpus")
     group.add_argument("--n_speakers", type=int, default=40, help="training speakers")
     group.add_argument("--n_test_speakers", type=int, default=10, help="unseen test speakers")
-    group.add_argument("--utterances_per_speaker", type=int, default=20)
-    group.add_argument("--test_utterances_per_speaker", type=int, default=10)
-    group.add_argument("--min_seconds", type=float, default=3.0, help="usual utterance length range")
-    group.add_argument("--max_seconds", type=float, default=8.0)
+    group.add_argument("--utterances_per_speaker", type=int, default=20, help="utterances of a training speaker")
+    group.add_argument("--test_utterances_per_speaker", type=int, default=10, help="utterances of a test speaker")
+    group.add_argument("--min_seconds", type=float, default=3.0, help="shortest usual utterance, seconds")
+    group.add_argument("--max_seconds", type=float, default=8.0, help="longest usual utterance, seconds")
     group.add_argument("--short_fraction", type=float, default=0.1, help="share of 1-2 s utterances")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same corpus)")
     group.add_argument("--synthetic_augment", action="store_true",
                        help="write a small synthetic noise/music/speech/RIR set in SAVE_PATH/augment")
 
@@ -127,15 +147,30 @@ def run_voxceleb(args) -> None:
                   f"{result['failed'][0][0]}: {result['failed'][0][1]}", file=sys.stderr)
 
 
+def run_published(args) -> None:
+    if args.download_pretrained:
+        path, outcome = pretrained.download_pretrained(args.model_dir, args.pretrained_url)
+        checked = "SHA-256 and structure verified" if pretrained.PRETRAINED_SHA256 else \
+            "structure verified; no SHA-256 pinned yet"
+        print(f"pretrained: {path} {outcome} ({checked}); evaluate it with "
+              f"EER_full.py --n_folder {configure.PAPER_N_FOLDER} --cp_num {configure.PAPER_CP_NUM}"
+              + (f" --model_dir {args.model_dir}" if args.model_dir else ""))
+    if args.download_lists:
+        outcomes = trial_lists.download_lists(args.lists_dir, args.lists_url)
+        for name, outcome in outcomes.items():
+            print(f"lists: {name} {outcome} in {args.lists_dir}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.save_path = args.save_path or configure.save_path
     augment = args.download_augment or args.extract_augment or args.split_musan
+    published = args.download_pretrained or args.download_lists
     if not (args.synthetic or args.synthetic_augment or args.download or args.extract or args.convert
-            or augment):
+            or augment or published):
         raise UserInputError("nothing to do: give --synthetic and/or --synthetic_augment, or one or more "
                              "of --download, --extract, --convert, --download_augment, --extract_augment, "
-                             "--split_musan")
+                             "--split_musan, --download_pretrained, --download_lists")
     if args.workers is not None and args.workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {args.workers}")
     args.shard = parse_shard(args.shard)
@@ -147,6 +182,8 @@ def main(argv=None) -> None:
         run_augment(args)
     if args.download or args.extract or args.convert:
         run_voxceleb(args)
+    if published:
+        run_published(args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
 """Unseen-speaker identification accuracy in N-way K-shot episodes, as the paper's identification.py.
 
-    python identification.py --n_folder 0 --cp_num 100 --n_shot 1 --n_query 5 --nb_class_test 50 \
+    python identification.py --n_folder 0 --cp_num 100 --n_shot 1 --n_query 5 --nb_class_test 50 \\
         --nb_episode 1000 --enroll_length 500 --test_length 100
 
 Speakers: VoxCeleb1 dev+test for a vox2-trained model, VoxCeleb1 test for a vox1-trained one.
 Prints the mean accuracy with its 95 % confidence interval (1.96 * std / sqrt(episodes)).
 """
-import argparse
 
 from common.errors import run_main
 import configure
@@ -17,7 +16,7 @@ from evaluation.short_utterance import evaluation_feature_roots
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     cli.add_model_arguments(parser, batch_size=128)
     parser.add_argument("--n_shot", type=int, default=1, help="enrolment utterances per speaker")
     parser.add_argument("--n_query", type=int, default=5, help="test utterances per speaker")
@@ -30,6 +29,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.check_checkpoint(args)
     cli.check_positive(args, "n_shot", "n_query", "nb_class_test", "nb_episode", "enroll_length", "test_length")
     corpus = FeatureCorpus(evaluation_feature_roots(args.save_path, args.data_type), reindex=args.reindex)
     config = IdentificationConfig(args.nb_class_test, args.n_shot, args.n_query, args.enroll_length,

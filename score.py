@@ -11,43 +11,43 @@ VoxCeleb keys with features under --save_path; each distinct entry is embedded o
 scores.txt (``label score enroll test``; the LLR as well when calibrated), report.json and det.png
 in --out_dir. With labels it prints EER, minDCF (0.01, 0.001, 0.05), actDCF (scores read as LLRs),
 Cllr and minCllr. --calibrate_out fits score -> LLR (logistic regression) on this list and prints
-Cllr before and after; --calibration applies a saved one.
+Cllr before and after; --calibration applies a saved one. --qmf duration (with --calibrate_out)
+makes the calibration duration-aware: the log durations of the shorter and longer side of each
+trial are inputs of the fit too, and every later --calibration / verify.py / API use applies them.
 """
-import argparse
-import sys
-from pathlib import Path
-
-import numpy as np
 
 import configure
-from common.errors import UserInputError, run_main
+from common.errors import run_main
 from evaluation import cli
-from evaluation.calibration import Calibration, calibration_beside, fit_calibration, save_calibration
-from evaluation.embedding_files import INDEX_NAME, load_embeddings
-from evaluation.llr_metrics import llr_report
-from evaluation.metrics import P_TARGETS
-from evaluation.trial_items import Item, embed_items, read_trial_list, resolve_items
+from evaluation.score_trials import score_trial_list
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("--trials", required=True, help="trial list: [label] enroll test per line")
     parser.add_argument("--audio_root", default=None, help="folder the audio entries are relative to")
     parser.add_argument("--embeddings", default=None,
                         help="embeddings to look entries up in (embed.py folder, matrix .npy, Kaldi .scp/.ark)")
     configure.add_checkpoint_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
-    parser.add_argument("--chunk_seconds", type=float, default=150.0, help="longer recordings go in exact chunks")
+    cli.add_chunk_seconds_argument(parser)
     parser.add_argument("--out_dir", default="score_out", help="where scores.txt, report.json, det.png go")
-    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none")
+    parser.add_argument("--score_norm", choices=("none", "asnorm"), default="none",
+                        help="asnorm: adaptive S-norm of the scores against --cohort")
     parser.add_argument("--cohort", default=None, help="AS-norm cohort: audio folder or embeddings")
     parser.add_argument("--cohort_size", type=int, default=300, help="AS-norm top-K cohort scores")
     parser.add_argument("--calibrate_out", default=None, help="fit score -> LLR calibration here (JSON)")
     parser.add_argument("--calibration", default=None, help="apply this calibration (JSON from --calibrate_out)")
+    parser.add_argument("--qmf", choices=("none", "duration"), default="none",
+                        help="with --calibrate_out: quality measures added to the fit; duration = log durations "
+                             "of the shorter and the longer side (duration-aware calibration, for short utterances)")
     configure.add_common_arguments(parser)
     args = configure.apply_common_arguments(parser.parse_args(argv))
     if args.calibration and args.calibrate_out:
         parser.error("give --calibration (apply) or --calibrate_out (fit), not both")
+    if args.qmf != "none" and not args.calibrate_out:
+        parser.error("--qmf is a choice of the calibration fit: give it with --calibrate_out "
+                     "(an applied calibration says its own qmf)")
     if args.score_norm == "asnorm" and not args.cohort:
         parser.error("--score_norm asnorm needs --cohort (an audio folder or embeddings)")
     if args.batch_size < 1 or args.cohort_size < 1 or not args.chunk_seconds >= 1:
@@ -55,121 +55,8 @@ def parse_args(argv=None):
     return args
 
 
-def feature_roots(save_path) -> list:
-    candidates = [configure.feature_dir(save_path, "voxceleb1", split) for split in ("test", "dev")]
-    return [root for root in candidates if root.is_dir()]
-
-
-class LazyModel:
-    """Loads the checkpoint the first time a recording has to be embedded."""
-
-    def __init__(self, args):
-        self.args, self.model, self.path = args, None, None
-
-    def get(self):
-        if self.model is None:
-            from model.checkpoint import load_encoder, resolve_checkpoint
-            if self.args.checkpoint is None and (self.args.n_folder is None or self.args.cp_num is None):
-                raise UserInputError("some entries are recordings: give --checkpoint PATH, or --n_folder and --cp_num")
-            self.path = resolve_checkpoint(self.args.n_folder, self.args.cp_num, self.args.checkpoint,
-                                           self.args.model_dir)
-            self.model, _ = load_encoder(self.path, self.args.device)
-            print(f"checkpoint: {self.path}", file=sys.stderr)
-        return self.model
-
-
-def embed(entries: dict, lazy: LazyModel, args) -> dict:
-    if all(item.kind == "embedding" for item in entries.values()):
-        return {name: item.value for name, item in entries.items()}
-    return embed_items(lazy.get(), entries, args.device, args.batch_size, int(args.chunk_seconds * 100))
-
-
-def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
-    """One embedding per cohort recording (an audio folder) or per key (embeddings)."""
-    location = Path(args.cohort)
-    if location.is_dir() and not (location / INDEX_NAME).is_file():
-        from embed import collect_inputs
-        entries = {str(source): Item("audio", source) for source, _ in collect_inputs([location])}
-    else:
-        entries = {key: Item("embedding", vector) for key, vector in load_embeddings(location).items()}
-    return np.stack(list(embed(entries, lazy, args).values()))
-
-
-def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
-    from evaluation.full_utterance import asnorm_trial_scores
-    cohort = cohort_embeddings(args, lazy)
-    names = list(vectors)
-    return asnorm_trial_scores(trials, names, np.stack([vectors[n] for n in names]), raw, cohort,
-                               args.cohort_size)
-
-
-def report_calibration(args, lazy, trials, scores, summary) -> object:
-    """Fit (--calibrate_out) or apply (--calibration); print Cllr before/after; the LLRs or None."""
-    if args.calibrate_out:
-        calibration = fit_calibration(trials.labels, scores, trials=str(trials.path),
-                                      checkpoint=str(lazy.path or args.checkpoint or ""), score_norm=args.score_norm)
-        save_calibration(args.calibrate_out, calibration)
-        print(f"calibration fitted on {trials.path}: llr = {calibration.slope:.6g} * score + "
-              f"{calibration.offset:.6g}; written to {args.calibrate_out}")
-        if lazy.path is not None and Path(args.calibrate_out).resolve() != calibration_beside(lazy.path).resolve():
-            print(f"note: verify.py finds it by default at {calibration_beside(lazy.path)}", file=sys.stderr)
-    elif args.calibration:
-        calibration = Calibration.load(args.calibration)
-        print(f"calibration: {args.calibration} (llr = {calibration.slope:.6g} * score + {calibration.offset:.6g})")
-        if calibration.score_norm != args.score_norm:
-            raise UserInputError(f"{args.calibration} maps {calibration.score_norm} scores, but this run's "
-                                 f"--score_norm is {args.score_norm}")
-    else:
-        return None
-    llrs = calibration.llr(scores)
-    if trials.labels is not None:
-        summary["calibrated"] = print_llr_metrics(trials.labels, llrs, "calibrated ")
-        print(f"Cllr: {summary['llr_metrics']['cllr']:.4f} before calibration, "
-              f"{summary['calibrated']['cllr']:.4f} after")
-    return llrs
-
-
-def print_llr_metrics(labels, llrs, prefix: str = "") -> dict:
-    report = llr_report(labels, llrs, P_TARGETS)
-    lines = [f"{prefix}actDCF(p_target={p:g}): {report[f'actdcf_{p:g}']:.6f}" for p in P_TARGETS]
-    print("\n".join(lines + [f"{prefix}Cllr: {report['cllr']:.6f} bits", f"{prefix}minCllr: {report['min_cllr']:.6f} bits"]))
-    return report
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    trials = read_trial_list(args.trials)
-    store = load_embeddings(args.embeddings) if args.embeddings else None
-    entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
-    lazy = LazyModel(args)
-    vectors = embed(entries, lazy, args)
-    from evaluation.full_utterance import cosine_trial_scores
-    names = list(vectors)
-    scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
-    if args.score_norm == "asnorm":
-        scores = normalised_scores(args, lazy, trials, vectors, scores)
-    summary = {"trials": str(trials.path), "checkpoint": str(lazy.path or ""), "score_norm": args.score_norm}
-    if trials.labels is not None:
-        summary.update(cli.evaluate_scores(trials.labels, scores))
-        summary["llr_metrics"] = print_llr_metrics(trials.labels, scores, "(scores as LLRs) ")
-    llrs = report_calibration(args, lazy, trials, scores, summary)
-    write_results(Path(args.out_dir), trials, scores, llrs, summary)
-    return summary
-
-
-def write_results(out_dir: Path, trials, scores, llrs, summary) -> None:
-    from common.files import write_text
-    from evaluation.plots import plot_det
-    labels = trials.labels if trials.labels is not None else [None] * len(scores)
-    columns = [labels, scores] + ([llrs] if llrs is not None else []) + [trials.enroll, trials.test]
-    lines = (" ".join(str(v) if not isinstance(v, float) else repr(float(v)) for v in row if v is not None)
-             for row in zip(*columns))
-    write_text(out_dir / "scores.txt", "\n".join(lines) + "\n")
-    cli.write_json(out_dir / "report.json", summary)
-    if trials.labels is not None:
-        plot_det([("cosine" if summary["score_norm"] == "none" else "AS-norm", trials.labels, scores)],
-                 out_dir / "det.png", f"DET, {trials.path.name}")
-    print(f"results written to {out_dir}")
+    return score_trial_list(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Train the speaker encoder as the paper does (softmax, or prototypical episodes + global classification).
 
     python train.py --loss_type prototypical --use_GC True --n_shot 1 --n_query 2 --use_variable True --nb_class_train 100
-    python train.py --loss_type softmax
+    python train.py --loss_type softmax --use_GC False --n_shot 1 --n_query 0 --use_variable False --nb_class_train 256
     torchrun --nproc_per_node 4 train.py ...            # one episode shared by 4 processes (DDP)
     python train.py ... --use_checkpoint True --cp_num 7  # resume from epoch 8
     python train.py --config saved_model/baseline_000/config.json --n_folder 1   # repeat a run (flags override)
@@ -13,9 +13,10 @@ import yaml
 
 import configure
 from common.errors import UserInputError, run_main
-from model.loss import CLASSIFICATION_LOSSES, LOSSES
-from model.losses.margin import DEFAULT_MARGIN, DEFAULT_SCALE
-from model.registry import DEFAULT_MODEL, MODELS
+from data_loading.waveforms import FBANK_PLACES, INPUTS
+from evaluation.validation import DEFAULT_VAL_INTERVAL
+from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
+from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
 from training.fast_paths import COMPILE_MODES, SGD_IMPLS
 
@@ -23,31 +24,19 @@ RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    str2bool = configure.str2bool
-    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
-                        help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
-    parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
-    parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
-                        help="loss of the global classification (softmax as the paper)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="margin m of amsoftmax/aamsoftmax")
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="scale s of amsoftmax/aamsoftmax")
-    parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
-    parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
-    parser.add_argument("--use_variable", type=str2bool, default=True,
-                        help="query length drawn per episode from [100, 200) frames")
-    parser.add_argument("--nb_class_train", type=int, default=None,
-                        help="speakers per episode (default 100; softmax batch default 256)")
-    parser.add_argument("--n_folder", type=int, default=0, help="saved_model/baseline_XXX folder number")
+    parser = configure.argument_parser(__doc__)
+    add_objective_arguments(parser)
+    configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM, checkpoint=False)
     parser.add_argument("--data_type", choices=("vox1", "vox2"), default="vox2", help="training data")
-    parser.add_argument("--use_checkpoint", type=str2bool, default=False, help="resume from --cp_num")
-    parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) to resume from")
-    parser.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
+    parser.add_argument("--use_checkpoint", type=configure.str2bool, default=False, help="resume from --cp_num")
+    parser.add_argument("--overwrite", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="start afresh in a used --n_folder: its old files move into replaced_<date>/")
     configure.add_common_arguments(parser)
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
     parser.add_argument("--n_episode", type=int, default=None, help="episodes per epoch (default: all data)")
-    parser.add_argument("--channels", type=int, default=32, help="encoder width")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="encoder width (default: the model's own, " +
+                             ", ".join(f"{name} {args['channels']}" for name, args in DEFAULT_ARGS.items()) + ")")
     parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL, help="encoder")
     parser.add_argument("--backbone", choices=tuple(BLOCKS_PER_STAGE), default="resnet34", help="ResNet depth")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, cpus))")
@@ -59,14 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync_bn", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="BatchNorm statistics over all processes (torchrun)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
-    parser.add_argument("--val_trials", type=str, default=None,
-                        help="validate on this trial list (label enroll test) while training; best.pth kept")
-    parser.add_argument("--val_interval", type=int, default=1, help="validate every N epochs (and after the last)")
-    parser.add_argument("--val_features", nargs="+", default=None,
-                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
+    add_validation_arguments(parser)
     add_waveform_arguments(parser)
     add_speed_arguments(parser)
-    configure.add_model_dir_argument(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
     parser.add_argument("--tensorboard", type=configure.str2bool, nargs="?", const=True, default=False,
@@ -76,9 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_objective_arguments(parser) -> None:
+    """The loss and the episodes (or, for the classification losses, batches of full crops)."""
+    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
+                        help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
+    parser.add_argument("--use_GC", type=configure.str2bool, default=True, help="add global classification (prototypical)")
+    parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
+                        help="loss of the global classification (softmax as the paper)")
+    parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")
+    parser.add_argument("--scale", type=float, default=LOSS_ARGS["scale"], help="scale s of amsoftmax/aamsoftmax")
+    parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
+    parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
+    parser.add_argument("--use_variable", type=configure.str2bool, default=None,
+                        help="query length drawn per episode from [100, 200) frames (default True; "
+                             "prototypical only: classification losses always train on full 200-frame crops)")
+    parser.add_argument("--nb_class_train", type=int, default=None,
+                        help="speakers per episode (default 100; softmax batch default 256)")
+
+
+def add_validation_arguments(parser) -> None:
+    """Validation while training (not in the paper; evaluation/validation.py)."""
+    parser.add_argument("--val_trials", type=str, default=None,
+                        help="validate on this trial list (label enroll test) while training; best.pth kept")
+    parser.add_argument("--val_interval", type=int, default=DEFAULT_VAL_INTERVAL,
+                        help="validate every N epochs (and after the last)")
+    parser.add_argument("--val_features", nargs="+", default=None,
+                        help="feature folders of the validation utterances (default: VoxCeleb1 test, dev)")
+
+
 def add_waveform_arguments(parser) -> None:
     """Training from recordings and augmenting them (beyond the paper; docs/training.md)."""
-    parser.add_argument("--input", choices=("features", "wav"), default="features",
+    parser.add_argument("--input", choices=INPUTS, default=INPUTS[0],
                         help="cut training crops from the stored features (the paper) or from the recordings, "
                              "features computed on the fly")
     parser.add_argument("--wav_dir", type=str, default=None,
@@ -92,7 +104,7 @@ def add_waveform_arguments(parser) -> None:
                              "default: simulated shoebox rooms")
     parser.add_argument("--speed_perturb", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="also play every recording at 0.9x and 1.1x speed, as new speakers (3x speakers)")
-    parser.add_argument("--wav_fbank", choices=("workers", "device"), default="workers",
+    parser.add_argument("--wav_fbank", choices=FBANK_PLACES, default=FBANK_PLACES[0],
                         help="--input wav: compute the features in the DataLoader workers, or on the training "
                              "device (GPU) in the step, from the crops' samples")
 

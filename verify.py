@@ -20,55 +20,14 @@ unit-length embeddings). Prints the cosine score and ACCEPT or REJECT, and says 
 ``--gallery DIR`` (one sub-folder of recordings per enrolled speaker) ranks the speakers for one
 probe recording instead (top ``--top_k``, with LLRs when a calibration is found).
 """
-import argparse
-import json
-import sys
-from pathlib import Path
 
 import configure
-from common.errors import UserInputError, run_main
-from model.checkpoint import checkpoint_number
-
-
-def eer_threshold_file(checkpoint_path, cp_num=None) -> Path:
-    """``eer_full_cpXXX.json`` beside the checkpoint: XXX is ``cp_num`` when given (as EER_full.py
-    names it), else read from a ``checkpoint_XXX.pth`` name (None for other names)."""
-    if cp_num is None:
-        cp_num = checkpoint_number(checkpoint_path)
-        if cp_num is None:
-            return None
-    return Path(checkpoint_path).parent / f"eer_full_cp{cp_num:03d}.json"
-
-
-def read_eer_threshold(json_path) -> float:
-    try:
-        saved = json.loads(Path(json_path).read_text())
-        return float(saved["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserInputError(f"{json_path}: cannot read the saved EER threshold "
-                             f"({type(error).__name__}: {error}); rerun EER_full.py or pass "
-                             f"--threshold") from None
-
-
-def resolve_threshold(override, checkpoint_path, cp_num=None, threshold_file=None):
-    """(threshold, where it came from): ``--threshold`` first, else EER_full's saved EER threshold
-    (``--threshold_file``, or ``eer_full_cpXXX.json`` beside the checkpoint)."""
-    if override is not None:
-        return override, "--threshold"
-    if threshold_file is not None:
-        if not Path(threshold_file).is_file():
-            raise UserInputError(f"--threshold_file {threshold_file}: no such file")
-        return read_eer_threshold(threshold_file), f"EER threshold from {threshold_file}"
-    json_path = eer_threshold_file(checkpoint_path, cp_num)
-    if json_path is not None and json_path.is_file():
-        return read_eer_threshold(json_path), f"EER threshold saved by EER_full.py in {json_path}"
-    looked = f" (looked for {json_path})" if json_path is not None else ""
-    raise UserInputError(f"no decision threshold for {checkpoint_path}{looked}: run EER_full.py for "
-                         f"this checkpoint, or pass --threshold")
+from common.errors import run_main
+from evaluation.verification import verify_recordings
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = configure.argument_parser(__doc__)
     parser.add_argument("recordings", nargs="+",
                         help="enrolment recording(s) then the test recording (wav, flac, ogg; m4a/mp3 with "
                              "ffmpeg); with --gallery, the one probe recording")
@@ -97,75 +56,8 @@ def parse_args(argv=None):
     return configure.apply_common_arguments(args)
 
 
-def calibration_in_use(args, checkpoint_path):
-    """The calibration file to use, or None (explicit --calibration, else one beside the checkpoint)."""
-    from evaluation.calibration import calibration_beside
-    if args.threshold is not None:
-        return None
-    if args.calibration is not None:
-        if not Path(args.calibration).is_file():
-            raise UserInputError(f"--calibration {args.calibration}: no such file")
-        return Path(args.calibration)
-    beside = calibration_beside(checkpoint_path)
-    return beside if beside.is_file() else None
-
-
-def gallery_recordings(folder) -> dict:
-    """{speaker sub-folder name: [its audio files]}; a clear error for an empty or missing gallery."""
-    from embed import collect_inputs
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserInputError(f"--gallery {folder}: no such folder")
-    speakers = {}
-    for source, key in collect_inputs([folder]):
-        if len(key.parts) < 2:
-            raise UserInputError(f"--gallery {folder}: {source} is not inside a speaker sub-folder")
-        speakers.setdefault(key.parts[0], []).append(source)
-    return speakers
-
-
-def rank_gallery(encoder, args, calibration_file):
-    gallery = encoder.enroll_gallery(gallery_recordings(args.gallery))
-    ranked = encoder.identify(args.recordings[0], gallery, args.top_k)
-    calibration = encoder.calibration(calibration_file)[0] if calibration_file else None
-    print(f"top {len(ranked)} of {len(gallery)} enrolled speakers for {args.recordings[0]}"
-          + (f" (LLRs from {calibration_file})" if calibration else "") + ":")
-    for rank, (name, score) in enumerate(ranked, start=1):
-        llr = f"  llr {float(calibration.llr(score)):+.3f}" if calibration else ""
-        print(f"{rank}. {name}  score {score:.6f}{llr}")
-    return ranked
-
-
-def calibrated_decision(encoder, args, calibration_file):
-    result = encoder.verify(args.recordings[:-1], args.recordings[-1], args.p_target, calibration_file)
-    print(f"score: {result.score:.6f}")
-    print(f"llr: {result.llr:.6f} (calibration {result.calibration_file})")
-    print(f"threshold: llr {result.llr_threshold:.6f} (Bayes decision at p_target {args.p_target:g})")
-    print(f"decision: {'ACCEPT (same speaker)' if result.accepted else 'REJECT (different speakers)'}")
-    return result.score, result.llr_threshold, result.accepted
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    from model.checkpoint import resolve_checkpoint
-    from speaker_api import SpeakerEncoder
-    checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    calibration_file = calibration_in_use(args, checkpoint_path)
-    if calibration_file is None and args.gallery is None:
-        threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
-    encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,
-                                             note_handler=lambda note: print(f"note: {note}", file=sys.stderr),
-                                             warning_handler=lambda text: print(f"warning: {text}", file=sys.stderr))
-    if args.gallery is not None:
-        return rank_gallery(encoder, args, calibration_file)
-    if calibration_file is not None:
-        return calibrated_decision(encoder, args, calibration_file)
-    score = encoder.score(encoder.enroll(args.recordings[:-1]), encoder.embed(args.recordings[-1]))
-    accepted = score >= threshold
-    print(f"score: {score:.6f}")
-    print(f"threshold: {threshold:.6f} ({source})")
-    print(f"decision: {'ACCEPT (same speaker)' if accepted else 'REJECT (different speakers)'}")
-    return score, threshold, accepted
+    return verify_recordings(parse_args(argv))
 
 
 if __name__ == "__main__":

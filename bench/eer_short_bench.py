@@ -14,16 +14,16 @@ from data_loading.corpus import FeatureCorpus
 from evaluation.metrics import compute_eer
 from evaluation.precision import with_precision
 from evaluation.short_utterance import make_short_trials, score_short_trials
-from model.model import background_resnet
+from model.registry import build_model
 
 SCORE_TOLERANCE = 1e-4
 # --eval_precision tf32 / bf16 moved scores by up to 1.9e-4 / 3.4e-3 on an H200 (bench/results/2026-11-26-h200.md)
 SCORE_TOLERANCES = {"fp32": SCORE_TOLERANCE, "tf32": 1e-3, "bf16": 2e-2}
 
 
-def thin_encoder(channels: int, device) -> background_resnet:
+def thin_encoder(channels: int, device):
     torch.manual_seed(0)
-    return background_resnet(num_classes=10, channels=channels).to(device).eval()
+    return build_model("background_resnet", num_classes=10, channels=channels).to(device).eval()
 
 
 def timed(action):

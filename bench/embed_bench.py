@@ -85,10 +85,10 @@ def run_cases(width: int, repeats: int, work: Path, hour_repeats: int, device: s
     import torch
     from bench.synthetic import write_wavs
     from model.checkpoint import save_checkpoint
-    from model.model import background_resnet
+    from model.registry import build_model
     torch.manual_seed(0)
     checkpoint = work / "cp.pth"
-    save_checkpoint(checkpoint, epoch=1, state_dict=background_resnet(10, channels=width).state_dict(), optimizer={})
+    save_checkpoint(checkpoint, epoch=1, state_dict=build_model("background_resnet", num_classes=10, channels=width).state_dict(), optimizer={})
     rows = []
     for name, seconds, n_files in CASES:
         if only and name not in only:

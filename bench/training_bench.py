@@ -23,7 +23,7 @@ from bench.report import Result
 from data_loading.corpus import FeatureCorpus
 from data_loading.episodes import EpisodeConfig, EpisodeDataset
 from training.distributed import DistContext
-from model.model import background_resnet
+from model.registry import build_model
 
 GMAC_PER_CROP = 2.4
 PEAK_TFLOPS = {  # dense (bfloat16, tf32) peaks by device-name fragment
@@ -43,7 +43,7 @@ def peak_tflops(device, amp: bool):
 def measured_gmac_per_crop(channels: int = 32, frames: int = 200) -> float:
     """MACs of one eval-mode forward of a (1, 1, 40, frames) crop, counted by torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
-    model = background_resnet(num_classes=10, channels=channels).eval()
+    model = build_model("background_resnet", num_classes=10, channels=channels).eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(torch.zeros(1, 1, 40, frames))

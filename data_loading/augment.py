@@ -40,6 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from common.errors import UserInputError
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES
 from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE
 
 
@@ -58,13 +59,14 @@ SIMULATED_ROOMS = 200
 ROOM_SIZE_M = ((3.0, 3.0, 2.5), (10.0, 10.0, 4.0))
 RT60_S = (0.2, 0.8)
 MIN_WALL_DISTANCE_M = 0.5
+AUDIO_NAMES = "/".join(SOUNDFILE_SUFFIXES)    # .wav/.flac/.ogg, for messages
 RIR_STREAM = 7919                          # seeds rooms apart from the episodes' streams
 
 
 def list_audio(folder) -> list:
-    """Sorted ``.wav``/``.flac`` files anywhere below ``folder`` (strings)."""
+    """Sorted audio files (``SOUNDFILE_SUFFIXES``: .wav, .flac, .ogg) anywhere below ``folder`` (strings)."""
     folder = Path(folder)
-    return sorted(str(path) for path in folder.rglob("*") if path.suffix.lower() in (".wav", ".flac")
+    return sorted(str(path) for path in folder.rglob("*") if path.suffix.lower() in SOUNDFILE_SUFFIXES
                   and path.is_file())
 
 
@@ -77,10 +79,10 @@ def check_augment_folders(noise_dir, rir_dir) -> None:
             raise UserInputError(f"{flag} {folder}: no such folder")
     if noise_dir is not None and not any(list_audio(Path(noise_dir) / kind.folder) for kind in NOISE_KINDS.values()):
         folders = "/".join(kind.folder for kind in NOISE_KINDS.values())
-        raise UserInputError(f"--noise_dir {noise_dir}: no .wav/.flac files in its {folders} sub-folders "
+        raise UserInputError(f"--noise_dir {noise_dir}: no {AUDIO_NAMES} files in its {folders} sub-folders "
                              "(the MUSAN layout, e.g. musan/noise/free-sound/noise-free-sound-0000.wav)")
     if rir_dir is not None and not list_audio(rir_dir):
-        raise UserInputError(f"--rir_dir {rir_dir}: no .wav/.flac room impulse responses below it "
+        raise UserInputError(f"--rir_dir {rir_dir}: no {AUDIO_NAMES} room impulse responses below it "
                              "(e.g. RIRS_NOISES/simulated_rirs)")
 
 

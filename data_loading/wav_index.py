@@ -16,7 +16,7 @@ already writes its index; a wav root is often a read-only dataset mount), one ro
 utterance in corpus order:
 
     n_samples  int64  samples of the recording (16 kHz)
-    suffix     uint8  row of ``suffixes`` (b'.wav', b'.flac', b'.ogg')
+    suffix     uint8  row of ``feat_extract.audio_formats.SOUNDFILE_SUFFIXES`` ('.wav', '.flac', '.ogg')
 
 plus ``wav_dir`` (the absolute wav root it describes), ``wav_fingerprint`` (the wav root's speaker
 folders and their modification times, as the corpus index fingerprints its store) and
@@ -28,7 +28,6 @@ import contextlib
 import multiprocessing
 import os
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +36,18 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from common.cached_index import load_or_build
 from common.errors import UserInputError
 from common.files import atomic_path
-from feat_extract.corpus_index import build_lock, store_fingerprint
+from feat_extract.corpus_index import store_fingerprint
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES
 from feat_extract.fbank import SAMPLE_RATE
 from feat_extract.torch_fbank import frame_geometry
 
 WAV_INDEX_NAME = "wav_index.npz"
 VERSION = 1
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 CHUNK = 1024
 SERIAL_BELOW = 4096
-WAIT_TIMEOUT_S = 3600
 
 
 @dataclass
@@ -60,7 +59,7 @@ class WavIndex:
     suffix: np.ndarray
 
     def path(self, relpath_stem: str, row: int) -> str:
-        return os.path.join(self.wav_dir, relpath_stem + AUDIO_SUFFIXES[int(self.suffix[row])])
+        return os.path.join(self.wav_dir, relpath_stem + SOUNDFILE_SUFFIXES[int(self.suffix[row])])
 
 
 def frames_of(n_samples) -> np.ndarray:
@@ -73,7 +72,7 @@ def frames_of(n_samples) -> np.ndarray:
 # ---------------------------------------------------------------- reading headers
 def audio_header(stem: str) -> tuple:
     """(suffix code, samples, rate, or an error string) of the first existing ``stem + suffix``."""
-    for code, suffix in enumerate(AUDIO_SUFFIXES):
+    for code, suffix in enumerate(SOUNDFILE_SUFFIXES):
         path = stem + suffix
         if os.path.isfile(path):
             try:
@@ -112,10 +111,10 @@ def check_headers(corpus, wav_dir: str, headers: list) -> None:
     if missing:
         raise UserInputError(
             f"{len(missing)} of {len(stems)} training utterances have no audio under {wav_dir} "
-            f"(looked for <speaker>/<session>/<utt>{'|'.join(AUDIO_SUFFIXES)}), e.g. {missing[0]}; "
+            f"(looked for <speaker>/<session>/<utt>{'|'.join(SOUNDFILE_SUFFIXES)}), e.g. {missing[0]}; "
             "--input wav needs the recordings the features were extracted from (--wav_dir)")
     for row, (code, n_samples, rate, problem) in enumerate(headers):
-        where = os.path.join(wav_dir, stems[row] + AUDIO_SUFFIXES[code])
+        where = os.path.join(wav_dir, stems[row] + SOUNDFILE_SUFFIXES[code])
         if problem:
             raise UserInputError(problem)
         if rate != SAMPLE_RATE:
@@ -158,7 +157,7 @@ def read_wav_index(path):
 def fresh(index, wav_dir: str, fingerprint: str, digest: str, n_rows: int) -> bool:
     return (index is not None and index.wav_dir == wav_dir and index.wav_fingerprint == fingerprint
             and index.corpus_digest == digest and len(index.n_samples) == n_rows
-            and len(index.suffix) == n_rows and int(index.suffix.max(initial=0)) < len(AUDIO_SUFFIXES))
+            and len(index.suffix) == n_rows and int(index.suffix.max(initial=0)) < len(SOUNDFILE_SUFFIXES))
 
 
 def build_wav_index(corpus, wav_dir: str, fingerprint: str, digest: str, workers: int = None) -> WavIndex:
@@ -172,6 +171,14 @@ def build_wav_index(corpus, wav_dir: str, fingerprint: str, digest: str, workers
                     np.array([h[0] for h in headers], dtype=np.uint8))
 
 
+def save_wav_index(path, index: WavIndex) -> WavIndex:
+    try:
+        write_wav_index(path, index)
+    except OSError as error:
+        print(f"warning: could not save {path} ({error}); using the wav index in memory", file=sys.stderr)
+    return index
+
+
 def load_wav_index(corpus, wav_dir, reindex: bool = False, builder: bool = True) -> WavIndex:
     """The wav index of ``corpus`` (a FeatureCorpus of one root) under ``wav_dir``, built and saved
     when missing or stale; a process that is not the ``builder`` (torchrun ranks > 0) waits for it."""
@@ -181,29 +188,14 @@ def load_wav_index(corpus, wav_dir, reindex: bool = False, builder: bool = True)
                              "recordings from it)")
     path = Path(corpus.roots[0]) / WAV_INDEX_NAME
     fingerprint, digest = store_fingerprint(wav_dir), corpus.digest()
-    index = None if reindex else read_wav_index(path)
-    if fresh(index, wav_dir, fingerprint, digest, len(corpus)):
-        return index
-    if not builder:
-        return wait_for_wav_index(path, wav_dir, fingerprint, digest, len(corpus))
-    with build_lock(corpus.roots[0]):
-        index = None if reindex else read_wav_index(path)
-        if fresh(index, wav_dir, fingerprint, digest, len(corpus)):
-            return index
-        index = build_wav_index(corpus, wav_dir, fingerprint, digest)
-        try:
-            write_wav_index(path, index)
-        except OSError as error:
-            print(f"warning: could not save {path} ({error}); using the wav index in memory", file=sys.stderr)
-    return index
 
-
-def wait_for_wav_index(path, wav_dir, fingerprint, digest, n_rows, timeout_s: float = WAIT_TIMEOUT_S) -> WavIndex:
-    started = time.monotonic()
-    while True:
+    def read_fresh() -> tuple:
         index = read_wav_index(path)
-        if fresh(index, wav_dir, fingerprint, digest, n_rows):
-            return index
-        if time.monotonic() - started > timeout_s:
-            raise UserInputError(f"waited {timeout_s:.0f} s for rank 0 to write {path}")
-        time.sleep(1.0)
+        if fresh(index, wav_dir, fingerprint, digest, len(corpus)):
+            return index, None
+        return None, f"{WAV_INDEX_NAME} missing or stale"
+
+    def build(reason: str) -> WavIndex:
+        return save_wav_index(path, build_wav_index(corpus, wav_dir, fingerprint, digest))
+
+    return load_or_build(read_fresh, build, corpus.roots[0], path, reindex=reindex, builder=builder)

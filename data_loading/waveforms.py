@@ -35,12 +35,13 @@ import configure
 from common.errors import UserInputError
 from data_loading.augment import Augmenter, check_augment_folders
 from data_loading.episodes import empty_crops
-from data_loading.wav_index import AUDIO_SUFFIXES, frames_of, load_wav_index
+from data_loading.wav_index import frames_of, load_wav_index
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES
 from feat_extract.fbank import INT16_SCALE, PREEMPHASIS
 from feat_extract.torch_fbank import TorchFbank, frame_geometry
 
-INPUTS = ("features", "wav")
-FBANK_PLACES = ("workers", "device")   # --wav_fbank: where --input wav computes the features
+INPUTS = ("features", "wav")          # --input, the default first: crops from stored features or recordings
+FBANK_PLACES = ("workers", "device")   # --wav_fbank, the default first: where --input wav computes the features
 SPEEDS = (1.0, 0.9, 1.1)
 AUGMENT_STREAM = 104729        # seeds each crop's augmentation apart from the episode's own stream
 RESAMPLE_MARGIN_BLOCKS = 8     # resampling periods read beyond a stretch (>= the filter's half length)
@@ -50,8 +51,9 @@ RESAMPLE_MARGIN_BLOCKS = 8     # resampling periods read beyond a stretch (>= th
 def resolve_waveform_config(config: dict) -> dict:
     """Defaults of the waveform settings (``wav_dir``: the wav folder the training features mirror,
     configure.SPLITS)."""
-    settings = {"input": config.get("input") or "features", "augment": bool(config.get("augment")),
-                "speed_perturb": bool(config.get("speed_perturb")), "wav_fbank": config.get("wav_fbank") or "workers"}
+    settings = {"input": config.get("input") or INPUTS[0], "augment": bool(config.get("augment")),
+                "speed_perturb": bool(config.get("speed_perturb")),
+                "wav_fbank": config.get("wav_fbank") or FBANK_PLACES[0]}
     if settings["input"] == "wav" and not config.get("wav_dir"):
         settings["wav_dir"] = str(configure.wav_dir(config["save_path"], *configure.TRAIN_DATA[config["data_type"]]))
     return settings
@@ -65,7 +67,7 @@ def check_waveform_config(config: dict) -> None:
         raise UserInputError(f"--wav_fbank must be one of {', '.join(FBANK_PLACES)}, got {config['wav_fbank']!r}")
     if config["input"] != "wav":
         given = [flag for flag in ("augment", "speed_perturb", "noise_dir", "rir_dir", "wav_dir") if config.get(flag)]
-        given += ["wav_fbank"] if config["wav_fbank"] != "workers" else []
+        given += ["wav_fbank"] if config["wav_fbank"] != FBANK_PLACES[0] else []
         if given:
             raise UserInputError(f"--{given[0]} works on recordings: it needs --input wav (training crops are "
                                  "cut from stored features by default)")
@@ -151,7 +153,7 @@ class WaveCorpus:
 
     def wav_path(self, base: int) -> str:
         return os.path.join(self.wav_index.wav_dir,
-                            self.stems[base] + AUDIO_SUFFIXES[int(self.wav_index.suffix[base])])
+                            self.stems[base] + SOUNDFILE_SUFFIXES[int(self.wav_index.suffix[base])])
 
     # ------------------------------------------------------------ samples
     def read_recording(self, base: int, first: int, stop: int) -> np.ndarray:

@@ -9,8 +9,10 @@ from common.errors import UserInputError
 from common.files import write_text
 from common.preflight import check_room
 from evaluation.metrics import P_TARGETS, verification_report
+from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
 from evaluation.precision import add_precision_argument, with_precision
-from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
+from feat_extract.fbank import WIN_STEP
+from model.checkpoint import load_encoder, resolve_checkpoint
 
 RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summary and the DET plot
 
@@ -18,20 +20,29 @@ RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summa
 def add_model_arguments(parser, batch_size: int = 64) -> None:
     """The original's --n_folder/--cp_num/--data_type plus --checkpoint, --batch_size, --out_dir."""
     configure.add_common_arguments(parser)
-    parser.add_argument("--n_folder", type=int, default=0, help="model folder <model_dir>/baseline_NNN")
-    parser.add_argument("--cp_num", type=int, default=100, help="checkpoint (epoch) number")
+    configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM)
     parser.add_argument("--data_type", type=str, default="vox2", choices=("vox1", "vox2"),
                         help="training data of the model: chooses the default evaluation data")
-    parser.add_argument("--checkpoint", type=str, default=None,
-                        help="any checkpoint file (e.g. the authors' published one) instead of "
-                             "--n_folder/--cp_num")
-    configure.add_model_dir_argument(parser)
     parser.add_argument("--batch_size", type=int, default=batch_size, help="items per forward pass")
     parser.add_argument("--out_dir", type=str, default=None,
                         help="where result files go (default: the checkpoint's folder)")
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature folders' corpus index first (done by itself when stale)")
     add_precision_argument(parser)
+
+
+def add_chunk_seconds_argument(parser) -> None:
+    parser.add_argument("--chunk_seconds", type=float, default=DEFAULT_CHUNK_FRAMES * WIN_STEP,
+                        help="longer recordings are embedded in exact overlapping chunks of this length")
+
+
+def check_checkpoint(args) -> Path:
+    """The checkpoint the flags name, or an error: run first, so that a missing checkpoint is reported
+    before a missing trial list or feature folder."""
+    path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    return path
 
 
 def check_positive(args, *names) -> None:
@@ -44,7 +55,7 @@ def load_model(args):
     """(model in eval mode on args.device, checkpoint path, output folder) for the parsed flags."""
     check_positive(args, "batch_size")
     path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    number = checkpoint_number(path)
+    number = configure.checkpoint_number(path)
     if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
         args.cp_num = number
     model, _ = load_encoder(path, args.device)
@@ -57,8 +68,14 @@ def load_model(args):
     return model, path, out_dir
 
 
+def result_name(stem: str, cp_num: int, suffix: str) -> str:
+    """``<stem>_cp<NNN><suffix>``: the name of every result file of checkpoint ``cp_num``
+    (``eer_full_cp100.json`` ...), which verify.py and demo.py read back."""
+    return f"{stem}_cp{cp_num:03d}{suffix}"
+
+
 def result_path(args, out_dir: Path, stem: str, suffix: str) -> Path:
-    return out_dir / f"{stem}_cp{args.cp_num:03d}{suffix}"
+    return out_dir / result_name(stem, args.cp_num, suffix)
 
 
 def report_lines(report: dict, prefix: str = "") -> list:
@@ -75,10 +92,15 @@ def evaluate_scores(labels, scores, prefix: str = "") -> dict:
     return report
 
 
-def write_scores(path: Path, labels, scores, enroll, test) -> None:
-    """``label score enroll test`` per line; scores written with Python's round-trip repr (exact)."""
-    lines = (f"{int(label)} {float(score)!r} {e} {t}\n"
-             for label, score, e, t in zip(labels, np.asarray(scores, dtype=np.float64), enroll, test))
+def write_scores(path: Path, labels, scores, enroll, test, llrs=None) -> None:
+    """The one score-file writer (EER_full.py, EER_short.py, score.py): ``label score [llr] enroll
+    test`` per line -- no label for a list without labels (``labels`` None), the LLR when calibrated --
+    numbers in Python's round-trip repr (exact)."""
+    numbers = [np.asarray(scores, dtype=np.float64)]
+    numbers += [np.asarray(llrs, dtype=np.float64)] if llrs is not None else []
+    labels = [f"{int(label)} " for label in labels] if labels is not None else [""] * len(enroll)
+    lines = (f"{label}{' '.join(repr(float(v)) for v in row)} {e} {t}\n"
+             for label, row, e, t in zip(labels, zip(*numbers), enroll, test))
     write_text(path, "".join(lines))
 
 

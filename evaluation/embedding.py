@@ -80,8 +80,9 @@ def embed_equal_length_groups(model, batch: list, device) -> np.ndarray:
 
 @torch.inference_mode()
 def embed_utterances(model, paths_or_arrays, device, batch_size: int = 16,
-                     desc: str = "embedding utterances") -> np.ndarray:
-    """(n, 256) float32 full-length embeddings, in input order.
+                     desc: str = "embedding utterances", bar=None) -> np.ndarray:
+    """(n, 256) float32 full-length embeddings, in input order (progress on ``bar``, an outer tqdm
+    bar, when given; else on a bar of its own named ``desc``).
 
     Items (paths of stored features or (frames, 40) arrays) are sorted by length and batched; items
     of different lengths are zero-padded and run through the model's masked pass
@@ -91,7 +92,8 @@ def embed_utterances(model, paths_or_arrays, device, batch_size: int = 16,
     lengths = np.array([item_length(item) for item in items], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
     out = [None] * len(items)
-    with progress(len(items), desc) as bar, strict_fp32(device):
+    with contextlib.nullcontext(bar) if bar is not None else progress(len(items), desc) as bar, \
+            strict_fp32(device):
         for begin in range(0, len(items), batch_size):
             members = order[begin:begin + batch_size]
             batch = [as_features(items[i]) for i in members]

@@ -2,6 +2,7 @@
 import numpy as np
 
 from evaluation.embedding import cosine_rows, embed_utterances
+from evaluation.embedding_cache import cached_embeddings
 from evaluation.score_norm import as_norm, top_k_stats
 from evaluation.trials import Trials
 
@@ -12,9 +13,13 @@ def trial_indices(trials: Trials, names: list) -> tuple:
             np.array([position[n] for n in trials.test], dtype=np.int64))
 
 
-def embed_trial_utterances(model, trials: Trials, located: dict, device, batch_size: int):
-    """(names, (n, 256) embeddings) of every utterance the trials need, each embedded once."""
+def embed_trial_utterances(model, trials: Trials, located: dict, device, batch_size: int, cache=None):
+    """(names, (n, 256) embeddings) of every utterance the trials need, each embedded once (read
+    from / saved to the embedding cache folder ``cache`` when given)."""
     names = trials.utterances()
+    if cache is not None:
+        return names, cached_embeddings(model, names, located, device, batch_size, cache,
+                                        desc="embedding trial utterances")
     embeddings = embed_utterances(model, [located[name] for name in names], device, batch_size,
                                   desc="embedding trial utterances")
     return names, embeddings

@@ -6,6 +6,9 @@ drawn uniformly from all other speakers' utterances). Enrolment = the full utter
 random crop of ``test_length`` frames. As in the original, an utterance not longer than the crop is
 doubled (appended to itself) until it is, and the crop's centre is uniform over the valid positions.
 
+With a trial list (``--protocol O|E|H`` or ``--trials``) the list's pairs are used instead of drawn
+ones, the test side cropped the same way.
+
 Trials are a pure function of (corpus, seed, test_length): pairs come from ``default_rng(seed)``,
 crop starts from ``default_rng([seed, test_length])`` — so several test lengths share the same
 pairs, and batch sizes never change the trials. Each enrolment utterance is embedded once; test
@@ -19,6 +22,8 @@ import configure
 from data_loading.corpus import FeatureCorpus
 from common.errors import UserInputError
 from evaluation.embedding import cosine_rows, embed_crops, embed_utterances
+from evaluation.embedding_cache import cached_embeddings
+from evaluation.trials import Trials, feature_relpath, first_names
 from feat_extract.features import check_finite
 
 EVALUATION_SPLITS = {"vox2": (("voxceleb1", "dev"), ("voxceleb1", "test")),  # as the paper
@@ -38,12 +43,8 @@ class ShortTrials:
 
 
 def evaluation_feature_roots(save_path, data_type: str) -> list:
-    roots = [configure.feature_dir(save_path, *split) for split in EVALUATION_SPLITS[data_type]]
-    missing = [str(root) for root in roots if not root.is_dir()]
-    if missing:
-        raise UserInputError(f"evaluation features for a {data_type}-trained model not found: "
-                             f"{', '.join(missing)} (pass --save_path or extract features first)")
-    return roots
+    return configure.feature_roots(save_path, EVALUATION_SPLITS[data_type], "all",
+                                   f"evaluation features for a {data_type}-trained model")
 
 
 def draw_pairs(corpus: FeatureCorpus, pairs_per_speaker: int, rng: np.random.Generator):
@@ -74,14 +75,31 @@ def doubled_frames(n_frames: np.ndarray, window: int) -> np.ndarray:
     return n
 
 
+def listed_pairs(corpus: FeatureCorpus, trials: Trials) -> tuple:
+    """(enroll, test, label) corpus index arrays of a trial list's pairs (a --protocol or --trials
+    list): every name must have a feature file in the corpus (the first root that has it)."""
+    position = {}
+    for index, key in reversed(list(enumerate(corpus.keys()))):
+        position[key] = index
+    missing = [name for name in trials.utterances() if str(feature_relpath(name).with_suffix("")) not in position]
+    if missing:
+        raise UserInputError(f"{len(missing)} utterances of {trials.path} have no features under "
+                             f"{', '.join(corpus.root_names)}: {first_names(missing)}")
+    index_of = [position[str(feature_relpath(name).with_suffix(""))] for name in (trials.enroll + trials.test)]
+    return (np.array(index_of[:len(trials)], np.int64), np.array(index_of[len(trials):], np.int64),
+            np.asarray(trials.labels, np.int64))
+
+
 def make_short_trials(corpus: FeatureCorpus, test_length: int, pairs_per_speaker: int = 100,
-                      seed: int = 0) -> ShortTrials:
-    """The seeded trials of the paper's protocol for crops of ``test_length`` frames."""
+                      seed: int = 0, pairs: tuple = None) -> ShortTrials:
+    """The seeded trials of the paper's protocol for crops of ``test_length`` frames; with ``pairs``
+    ((enroll, test, label) from ``listed_pairs``) those pairs instead of drawn ones."""
     if test_length < 2:
         raise UserInputError(f"--test_length must be at least 2 frames, got {test_length}")
     if pairs_per_speaker < 1:
         raise UserInputError(f"--pairs_per_speaker must be positive, got {pairs_per_speaker}")
-    enroll, test, label = draw_pairs(corpus, pairs_per_speaker, np.random.default_rng(seed))
+    enroll, test, label = pairs if pairs is not None else draw_pairs(corpus, pairs_per_speaker,
+                                                                     np.random.default_rng(seed))
     half = test_length // 2
     frames = corpus.n_frames[test].astype(np.int64)
     starts = np.random.default_rng([seed, test_length]).integers(0, doubled_frames(frames, 2 * half) - 2 * half)
@@ -118,3 +136,14 @@ def score_short_trials(model, corpus: FeatureCorpus, trials: ShortTrials, device
     test = embed_crops(model, ShortCrops(corpus, trials), device, batch_size,
                        desc=f"embedding {trials.length}-frame test crops")
     return cosine_rows(enroll, test)
+
+
+def cached_enrolments(model, corpus: FeatureCorpus, enroll: np.ndarray, device, batch_size: int, folder) -> dict:
+    """{corpus index: full-length embedding} of the enrolment utterances ``enroll``, through the
+    resumable embedding cache at ``folder`` (shared with EER_full.py: same names, same key)."""
+    needed = [int(i) for i in np.unique(enroll)]
+    keys = corpus.keys()
+    names = [keys[i] + ".wav" for i in needed]
+    located = {name: corpus.path(i) for name, i in zip(names, needed)}
+    embedded = cached_embeddings(model, names, located, device, batch_size, folder, desc="embedding enrolments")
+    return dict(zip(needed, embedded))

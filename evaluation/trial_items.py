@@ -1,7 +1,7 @@
 """Trial lists of your own: entries that are audio paths, embedding keys, or VoxCeleb-style keys.
 
-A line is ``label enroll test`` (label 1/0 or target/nontarget) or ``enroll test`` (no labels; then
-no metrics). Each entry is resolved, in this order, to
+The list is read by ``evaluation.trials.read_trials(path, strict=False)``: a line is ``label enroll
+test`` (label 1/0 or target/nontarget) or ``enroll test`` (no labels; then no metrics). Each entry is resolved, in this order, to
 1. an embedding in ``--embeddings`` (key = the entry without its suffix, as embed.py names them),
 2. an audio file: the entry as a path, relative to ``--audio_root`` when given,
 3. stored features of a VoxCeleb-style key (``id10270/x6uYqmx31kE/00001.wav``) under the VoxCeleb1
@@ -12,41 +12,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from common.errors import UserInputError
 from evaluation.embedding_files import key_of
-from evaluation.trials import N_MISSING_SHOWN, Trials, feature_relpath
-
-LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
+from evaluation.trials import feature_relpath, first_names
+from feat_extract.fbank import WIN_STEP
 
 
 @dataclass
 class Item:
     kind: str          # "embedding", "audio" or "features"
     value: object      # the vector, or the path
-
-
-def read_trial_list(path) -> Trials:
-    """``Trials`` (labels None when the list has none); CRLF, blank lines tolerated."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"trial list not found: {path}")
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UserInputError(f"{path}: not a text trial list ({error.reason} at byte {error.start})") from None
-    rows = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not rows:
-        raise UserInputError(f"{path}: the trial list has no trials")
-    width = len(rows[0][1])
-    for number, fields in rows:
-        if len(fields) != width or width not in (2, 3) or (width == 3 and fields[0].lower() not in LABELS):
-            raise UserInputError(f"{path}, line {number}: expected 'label enroll test' (label 1/0 or "
-                                 f"target/nontarget) or 'enroll test' on every line, found {' '.join(fields)[:80]!r}")
-    labels = np.array([LABELS[f[0].lower()] for _, f in rows], np.int64) if width == 3 else None
-    return Trials(labels, [f[-2] for _, f in rows], [f[-1] for _, f in rows], path)
 
 
 def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> dict:
@@ -65,19 +42,20 @@ def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> 
         else:
             missing.append(name)
     if missing:
-        shown = ", ".join(missing[:N_MISSING_SHOWN]) + (", ..." if len(missing) > N_MISSING_SHOWN else "")
         looked = ["--embeddings" if embeddings is not None else None,
                   f"audio under {audio_root}" if audio_root is not None else "audio paths",
                   f"features under {', '.join(map(str, feature_roots))}" if feature_roots else None]
         raise UserInputError(f"{len(missing)} of {len(resolved) + len(missing)} trial-list entries were "
-                             f"found nowhere ({'; '.join(w for w in looked if w)}): {shown}")
+                             f"found nowhere ({'; '.join(w for w in looked if w)}): {first_names(missing)}")
     return resolved
 
 
-def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) -> dict:
-    """{entry: (256,) embedding}, each distinct audio file or feature file embedded once."""
-    from evaluation.embedding import embed_utterances
+def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int, durations: dict = None) -> dict:
+    """{entry: (256,) embedding}, each distinct audio file or feature file embedded once; the
+    recordings' durations in seconds go into ``durations`` when given."""
+    from evaluation.embedding import embed_utterances, item_length
     from evaluation.recordings import embed_recordings
+    durations = {} if durations is None else durations
     vectors = {name: item.value for name, item in items.items() if item.kind == "embedding"}
     for kind in ("audio", "features"):
         names = [name for name, item in items.items() if item.kind == kind]
@@ -85,6 +63,7 @@ def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) 
             continue
         if kind == "features":
             vectors.update(zip(names, embed_utterances(model, [items[n].value for n in names], device, batch_size)))
+            durations.update((n, item_length(items[n].value) * WIN_STEP) for n in names)
             continue
         failures = []
         results = embed_recordings(model, [items[n].value for n in names], device, batch_size, chunk_frames)
@@ -92,6 +71,7 @@ def embed_items(model, items: dict, device, batch_size: int, chunk_frames: int) 
             if result.error:
                 failures.append(result.error)
             vectors[names[result.index]] = result.embedding
+            durations[names[result.index]] = result.duration_s
         if failures:
             raise UserInputError(f"{len(failures)} trial-list recordings could not be read: "
                                  + "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else ""))

@@ -19,6 +19,7 @@ from evaluation.trials import locate_features, read_trials, voxceleb1_feature_ro
 
 VAL_LOG_FIELDS = ("val_eer", "val_mindcf")
 VAL_P_TARGET = 0.01
+DEFAULT_VAL_INTERVAL = 1       # --val_interval: validate every epoch
 BEST_NAME = "best.pth"
 
 
@@ -52,7 +53,7 @@ class Validation:
         return {"val_eer": f"{eer:.4f}", "val_mindcf": f"{mindcf:.4f}"}
 
 
-def validation_for(val_trials, val_features, save_path, interval: int = 1):
+def validation_for(val_trials, val_features, save_path, interval: int = DEFAULT_VAL_INTERVAL):
     """The run's Validation, or None without ``val_trials``. Features: the ``val_features`` folders,
     or the VoxCeleb1 test/dev features under ``save_path`` as EER_full.py uses them."""
     if not val_trials:

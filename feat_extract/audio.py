@@ -30,9 +30,9 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from common.errors import UserInputError
+from feat_extract.audio_formats import FFMPEG_SUFFIXES
 from feat_extract.fbank import INT16_SCALE, SAMPLE_RATE, WIN_LENGTH
 
-FFMPEG_SUFFIXES = {".m4a", ".aac", ".mp3", ".mp4", ".opus", ".webm"}
 SILENCE_PEAK = 1.0     # below one int16 step: digital silence
 
 

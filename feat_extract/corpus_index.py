@@ -25,13 +25,11 @@ was measured at 4 s on the 2-core VM, too slow for every start-up, so such a han
 the index after every run, and a file that vanished is named in a clear error when a crop reads it.
 """
 import contextlib
-import fcntl
 import hashlib
 import multiprocessing
 import os
 import re
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.cached_index import build_lock, load_or_build
 from common.errors import UserInputError
 from common.files import atomic_path
 from feat_extract.fbank import N_MELS
@@ -50,7 +49,6 @@ VERSION = 1
 CHUNK = 2048               # header reads per task of the parallel build
 SERIAL_BELOW = 4096        # smaller stores are indexed in this process
 NOTE_FROM = 4096           # stores this big get a note when (re)indexed; small ones are indexed quietly
-WAIT_TIMEOUT_S = 3600      # how long a rank waits for rank 0 to build the index
 COLUMNS = {"path": "S", "speaker": "i", "n_frames": "i", "offset": "i", "dtype": "u"}
 
 
@@ -264,22 +262,6 @@ def stored_size(path) -> int:
         return -1
 
 
-@contextlib.contextmanager
-def build_lock(root):
-    """An exclusive ``flock`` on the root folder while one process builds its index (others wait);
-    no lock where the folder cannot be locked."""
-    try:
-        descriptor = os.open(root, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
 # ---------------------------------------------------------------- what the corpus uses
 def fresh_index(root) -> tuple:
     """(index, None) when ``root``'s index matches its store, else (None, why not)."""
@@ -297,18 +279,8 @@ def load_index(root, reindex: bool = False, workers: int = None, builder: bool =
     root = Path(root)
     if not root.is_dir():
         return empty_index()
-    if not reindex:
-        index, reason = fresh_index(root)
-        if index is not None:
-            return index
-    if not builder:
-        return wait_for_index(root)
-    with build_lock(root):
-        if not reindex:
-            index, reason = fresh_index(root)  # another process may have built it meanwhile
-            if index is not None:
-                return index
-        return rebuild_index(root, "--reindex given" if reindex else reason, workers)
+    return load_or_build(lambda: fresh_index(root), lambda reason: rebuild_index(root, reason, workers),
+                         root, root / INDEX_NAME, reindex=reindex, builder=builder)
 
 
 def rebuild_index(root, reason: str, workers: int = None, known: dict = None) -> CorpusIndex:
@@ -332,17 +304,6 @@ def rebuild_index(root, reason: str, workers: int = None, known: dict = None) ->
         for shard in root.glob(SHARD_GLOB):
             shard.unlink(missing_ok=True)
     return index
-
-
-def wait_for_index(root, timeout_s: float = WAIT_TIMEOUT_S, poll_s: float = 1.0) -> CorpusIndex:
-    started = time.monotonic()
-    while True:
-        index, _ = fresh_index(root)
-        if index is not None:
-            return index
-        if time.monotonic() - started > timeout_s:
-            raise UserInputError(f"{root}: waited {timeout_s:.0f} s for rank 0 to write {INDEX_NAME}")
-        time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- shards (extraction across machines)

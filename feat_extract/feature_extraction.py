@@ -11,7 +11,6 @@ a mirrored ``.npy`` in the feature folder (``feat_extract.fbank.log_mel_fbank``)
 (complete outputs are skipped), atomic (temp file + rename), bad files listed in
 ``<feature folder>/extraction_report.txt``.
 """
-import argparse
 import contextlib
 import multiprocessing
 import os
@@ -31,11 +30,11 @@ from common.files import save_npy, write_text  # noqa: E402
 from common.preflight import check_room  # noqa: E402
 from feat_extract import corpus_index  # noqa: E402
 from feat_extract.audio import read_audio  # noqa: E402
+from feat_extract.audio_formats import SOUNDFILE_SUFFIXES  # noqa: E402
 from feat_extract.fbank import N_MELS, SAMPLE_RATE, log_mel_fbank_int16  # noqa: E402
 from feat_extract.features import is_complete_feature  # noqa: E402
 from feat_extract.shards import parse_shard, select_shard  # noqa: E402
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 FEAT_DTYPES = ("float32", "float16")
 REPORT_NAME = "extraction_report.txt"
 
@@ -61,7 +60,7 @@ class ExtractionSummary:
 def wav_tree_jobs(wav_root, feat_root) -> list:
     """(audio, npy) pairs mirroring ``wav_root/<spk>/<session>/<utt>.wav`` under ``feat_root``."""
     wav_root, feat_root = Path(wav_root), Path(feat_root)
-    audio = sorted(p for p in wav_root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    audio = sorted(p for p in wav_root.rglob("*") if p.suffix.lower() in SOUNDFILE_SUFFIXES and p.is_file())
     return [(str(p), str((feat_root / p.relative_to(wav_root)).with_suffix(".npy"))) for p in audio]
 
 
@@ -266,7 +265,7 @@ def extract_corpus(save_path, workers=None, feat_dtype="float32", strict=False, 
         raise UserInputError(f"no wav folder under {save_path} (looked for {folders}); "
                              "run dataprep.py first (or --synthetic for a demo corpus)")
     if not total.reports:
-        raise UserInputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(empty)}; "
+        raise UserInputError(f"no audio files ({', '.join(SOUNDFILE_SUFFIXES)}) in {', '.join(empty)}; "
                              "run dataprep.py first (or --synthetic for a demo corpus)")
     return total
 
@@ -285,10 +284,8 @@ def print_summary(summary: ExtractionSummary) -> None:
 
 
 def parse_args(argv=None):
-
-    parser = argparse.ArgumentParser(description="Extract 40-d log-mel features for a whole corpus.")
-    parser.add_argument("--save_path", default=None,
-                        help=f"data root (default {configure.save_path}, or $META_SR_SAVE_PATH)")
+    parser = configure.argument_parser("Extract 40-d log-mel features for a whole corpus.")
+    configure.add_save_path_argument(parser)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--feat_dtype", choices=FEAT_DTYPES, default="float32",
                         help="stored feature precision (float16 halves the disk space)")
@@ -311,8 +308,7 @@ def feature_roots(args) -> list:
     """The feature folders a command works on: --out_dir, or those of configure.SPLITS that exist."""
     if args.out_dir:
         return [Path(args.out_dir)]
-    save_path = Path(args.save_path or configure.save_path)
-    return [save_path / feat for _, feat in configure.SPLITS.values() if (save_path / feat).is_dir()]
+    return configure.feature_roots(args.save_path or configure.save_path)
 
 
 def index_only(args) -> None:

@@ -11,8 +11,8 @@ Epochs: this project stores ``'epoch': N`` (the epoch just trained) in ``checkpo
 original code stores ``'epoch': N + 1`` (the next epoch to run) there. ``trained_epochs`` reads both:
 either way ``--cp_num N`` resumes at epoch N + 1 and the API reports N.
 """
+import hashlib
 import pickle  # only for its exception type: nothing here unpickles
-import re
 from pathlib import Path
 
 import torch
@@ -101,7 +101,7 @@ def trained_epochs(checkpoint: dict, path=None):
     if "epoch" in checkpoint:
         epoch = int(checkpoint["epoch"])
         return epoch - 1 if is_original_layout(checkpoint) else epoch
-    return checkpoint_number(path) if path is not None else None
+    return configure.checkpoint_number(path) if path is not None else None
 
 
 def load_checkpoint(path) -> dict:
@@ -121,14 +121,16 @@ def load_encoder(path, device="cpu"):
     return model, checkpoint
 
 
-def checkpoint_number(path):
-    """The epoch ``N`` of a ``checkpoint_N.pth`` file name; None for any other name."""
-    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(path).name)
-    return int(match.group(1)) if match else None
+def checkpoint_digest(path) -> str:
+    """blake2b (128-bit, hex) of the checkpoint file's bytes: names the model a cached or saved
+    embedding came from (two files with the same weights but other bytes get different digests)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def available_checkpoints(folder) -> list:
-    numbers = [checkpoint_number(path) for path in Path(folder).glob("checkpoint_*.pth")]
+    """The epochs of the ``checkpoint_N.pth`` files in ``folder`` (names: configure.py), sorted."""
+    numbers = [configure.checkpoint_number(path) for path in Path(folder).glob(configure.CHECKPOINT_GLOB)]
     return sorted(number for number in numbers if number is not None)
 
 

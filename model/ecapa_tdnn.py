@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from model.encoder import Encoder
 from model.model import EMBEDDING_SIZE
 
 RES2_SCALE = 8
@@ -115,8 +116,8 @@ class EcapaTdnn(nn.Module):
         return self.embedding_norm(self.projection(self.pooled_norm(pooled)))
 
 
-class EcapaEncoder(nn.Module):
-    """ECAPA-TDNN with the encoder interface of the model registry (model/registry.py):
+class EcapaEncoder(Encoder):
+    """ECAPA-TDNN with the encoder interface (model/encoder.py):
     (n, 1, 40, T) -> (n, 256), ``forward(x, lengths)``, ``weight`` (num_classes x 256) for the
     classification losses, ``model_args``. ``backbone`` (the ResNet depth flag) does not apply."""
 
@@ -130,7 +131,9 @@ class EcapaEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """With ``lengths`` (valid frames of zero-padded items), items of each length run together,
-        cut to that length, so every row equals the item's embedding run alone."""
+        cut to that length, so every row equals the item's embedding run alone. Not chunkable exactly
+        (``chunk_geometry`` is None): squeeze-excitation and attentive pooling look at every frame."""
+        self.check_input(x, lengths)
         if lengths is None or bool((lengths == x.shape[3]).all()):
             return self.ecapa(x.flatten(1, 2))   # (n, 1, 40, T) -> (n, 40, T)
         out = x.new_empty(len(x), EMBEDDING_SIZE)

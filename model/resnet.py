@@ -81,6 +81,32 @@ class ResNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def main_path_convs(self) -> list:
+        """The convolutions along the main path, in order (1x1 shortcuts run in parallel with a
+        block's first conv, with its stride, so they add nothing to the receptive field)."""
+        convs = [self.conv1]
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                convs += [block.conv1, block.conv2]
+        return convs
+
+    def time_geometry(self) -> tuple:
+        """(total time stride, receptive-field radius in input frames) of ``feature_maps``' output frames."""
+        stride, radius = 1, 0
+        for conv in self.main_path_convs():
+            kernel, conv_stride, padding = conv.kernel_size[1], conv.stride[1], conv.padding[1]
+            assert 2 * padding == kernel - 1, "chunking assumes centred ('same') convolutions"
+            radius += padding * stride
+            stride *= conv_stride
+        return stride, radius
+
+    def output_frames(self, n_frames: int) -> int:
+        """Time frames of ``feature_maps`` for an input of ``n_frames`` frames."""
+        lengths = torch.tensor([n_frames])
+        for conv in self.main_path_convs():
+            lengths = conv_lengths(conv, lengths)
+        return int(lengths[0])
+
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -42,15 +42,20 @@ def read_list(path, n_fields: int) -> list:
     if not path.is_file():
         raise UserInputError(f"{path}: list not found")
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
+    for number, line, fields in text_rows(path):
         if len(fields) != n_fields or not re.fullmatch(r"[0-9a-fA-F]{32}", fields[-1]):
             raise UserInputError(f"{path}:{number}: expected {n_fields} fields ending in an MD5, "
                                  f"got {line.strip()!r}")
         rows.append(tuple(fields[:-1]) + (fields[-1].lower(),))
     return rows
+
+
+def text_rows(path):
+    """(line number, line, whitespace-separated fields) of each non-blank line of a text file."""
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            yield number, line, fields
 
 
 def read_parts_list(path) -> list:
@@ -65,7 +70,16 @@ def read_archives_list(path) -> list:
 
 # ------------------------------------------------------------------------------------ small tools
 def md5_of(path, desc=None) -> str:
-    digest = hashlib.md5()
+    return digest_of(path, "md5", desc)
+
+
+def sha256_of(path, desc=None) -> str:
+    return digest_of(path, "sha256", desc)
+
+
+def digest_of(path, algorithm: str, desc=None) -> str:
+    """Hex digest of a file, read in blocks (a progress bar when ``desc`` is given)."""
+    digest = hashlib.new(algorithm)
     size = Path(path).stat().st_size
     with open(path, "rb") as handle, tqdm(total=size, unit="B", unit_scale=True, desc=desc,
                                           disable=desc is None, leave=False) as bar:
@@ -91,9 +105,15 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2 ** 30:.2f} GiB"
 
 
-def set_aside(path: Path) -> Path:
-    """Move a file whose checksum is wrong to ``<name>.md5-mismatch`` (kept for inspection)."""
-    bad = path.with_name(path.name.removesuffix(".part") + ".md5-mismatch")
+def looks_like_html(path) -> bool:
+    """A web page (an error or login page saved under a data file's name)."""
+    with open(path, "rb") as handle:
+        return handle.read(512).lstrip()[:1] == b"<"
+
+
+def set_aside(path: Path, reason: str = "md5-mismatch") -> Path:
+    """Move a file whose checksum is wrong to ``<name>.<reason>`` (kept for inspection)."""
+    bad = path.with_name(path.name.removesuffix(".part") + f".{reason}")
     os.replace(path, bad)
     return bad
 
@@ -160,7 +180,8 @@ def open_part(url: str, credentials: Credentials, offset: int):
     except urllib.error.HTTPError as error:
         if error.code == 416:
             return None          # nothing left to send: the partial file is already whole
-        hint = " (check --user/--password or --key)" if error.code in (401, 403) else ""
+        signed = credentials.user or credentials.key
+        hint = " (check --user/--password or --key)" if error.code in (401, 403) and signed else ""
         raise UserInputError(f"download of {shown(url)} failed: HTTP {error.code} {error.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
@@ -180,21 +201,31 @@ def download_part(base_url: str, name: str, md5: str, folder, credentials: Crede
             return "skipped"
         raise UserInputError(f"{final}: MD5 mismatch, moved aside to {set_aside(final)}")
     folder.mkdir(parents=True, exist_ok=True)
-    offset = partial.stat().st_size if partial.is_file() else 0
-    response = open_part(url, credentials, offset)
-    if response is not None:
-        with response:
-            resumed = response.status == 206
-            offset = offset if resumed else 0
-            remaining = int(response.headers.get("Content-Length") or 0)
-            check_free_space(folder, remaining, f"downloading {name}")
-            write_stream(response, partial, "ab" if resumed else "wb", offset, offset + remaining, name)
+    save_response(open_part(url, credentials, partial_size(partial)), partial, name)
     if md5_of(partial, desc=f"verify {name}") != md5:
         bad = set_aside(partial)
         raise UserInputError(f"{name}: MD5 mismatch after download (expected {md5}); the file was "
                              f"moved aside to {bad}; delete it and run again")
     os.replace(partial, final)
     return "downloaded"
+
+
+def partial_size(partial: Path) -> int:
+    """Bytes already downloaded into ``partial`` (the offset of the next Range request)."""
+    return partial.stat().st_size if partial.is_file() else 0
+
+
+def save_response(response, partial: Path, name: str) -> None:
+    """Append a 206 (partial content) response to ``partial``, or replace it with a 200 one;
+    None (HTTP 416: nothing left to send) leaves it as it is. The free space is checked first."""
+    if response is None:
+        return
+    with response:
+        resumed = response.status == 206
+        offset = partial_size(partial) if resumed else 0
+        remaining = int(response.headers.get("Content-Length") or 0)
+        check_free_space(partial.parent, remaining, f"downloading {name}")
+        write_stream(response, partial, "ab" if resumed else "wb", offset, offset + remaining, name)
 
 
 def write_stream(response, path: Path, mode: str, offset: int, total: int, name: str) -> None:

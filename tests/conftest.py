@@ -59,3 +59,30 @@ def data_root(tmp_path):
     write_random_features(tmp_path / "data" / TRAIN_FEATURES, n_speakers=6, n_utterances=5,
                           frames=(150, 300))
     return tmp_path
+
+
+# The smallest width each registered model (model.registry.MODELS) is tested at. Tests that take the
+# ``model_name`` fixture run once per registered model, so a new backbone is proven by the same API /
+# verify / embed / score / export / long-recording / resume tests: add its tiny arguments here.
+TINY_MODEL_ARGS = {"background_resnet": {"channels": 4}, "ecapa_tdnn": {"channels": 16}}
+
+
+def registered_models() -> list:
+    from model.registry import MODELS
+    return sorted(MODELS)
+
+
+@pytest.fixture(params=registered_models())
+def model_name(request) -> str:
+    return request.param
+
+
+def tiny_encoder(name: str, num_classes: int, seed: int = 0):
+    """A ``name`` encoder at its tiny width with non-trivial BatchNorm running statistics, in eval mode."""
+    import torch
+    from model.registry import build_model
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes=num_classes, **TINY_MODEL_ARGS[name])
+    with torch.no_grad():
+        model.train()(torch.randn(2, 1, 40, 120))   # move the running stats away from (0, 1)
+    return model.eval()

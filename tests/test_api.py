@@ -20,27 +20,28 @@ import verify as verify_cmd
 from common.errors import UserInputError, run_main
 from feat_extract.fbank import log_mel_fbank_int16
 from model.checkpoint import model_fields, save_checkpoint
-from model.model import background_resnet
 import speaker_api
 from speaker_api import ConversionNote, SpeakerEncoder
+from tests.conftest import TINY_MODEL_ARGS, tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def tiny_model(seed=0, num_classes=5):
-    """A 4-channel encoder with non-trivial BatchNorm running statistics, in eval mode."""
-    torch.manual_seed(seed)
-    model = background_resnet(num_classes=num_classes, channels=4)
-    with torch.no_grad():
-        model.train()(torch.randn(2, 1, 40, 120))   # move the running stats away from (0, 1)
-    return model.eval()
+def tiny_model(seed=0, num_classes=5, name="background_resnet"):
+    """A tiny encoder (tests/conftest.py: its tiny width) with non-trivial BatchNorm statistics, in eval mode."""
+    return tiny_encoder(name, num_classes, seed)
 
 
-def tiny_checkpoint(path, seed=0, epoch=3):
-    model = tiny_model(seed)
+def tiny_checkpoint(path, seed=0, epoch=3, name="background_resnet"):
+    model = tiny_model(seed, name=name)
     save_checkpoint(path, epoch=epoch, state_dict=model.state_dict(), optimizer={}, **model_fields(model))
     return model
+
+
+def test_every_registered_model_has_a_tiny_width():
+    from model.registry import MODELS
+    assert set(TINY_MODEL_ARGS) == set(MODELS)
 
 
 def voice_like(seconds=0.8, rate=16000, pitch=140.0, seed=0, channels=1):
@@ -85,9 +86,10 @@ def run_in_process(main, capsys, *args):
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
+def checkpoint(tmp_path, model_name):
+    """(path, model) of a tiny checkpoint: once per registered model (tests/conftest.py)."""
     path = tmp_path / "models" / "checkpoint_003.pth"
-    return path, tiny_checkpoint(path)
+    return path, tiny_checkpoint(path, name=model_name)
 
 
 @pytest.fixture
@@ -171,7 +173,8 @@ def test_bad_arrays_are_refused_clearly(encoder):
 def test_cp_num_resolution(tmp_path):
     model = tiny_checkpoint(configure.checkpoint_path(2, 7, tmp_path), epoch=7)
     encoder = SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=7, device="cpu", model_dir=tmp_path)
-    torch.testing.assert_close(encoder.model.fc1, model.fc1)
+    loaded = encoder.model.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in model.state_dict().items())
     with pytest.raises(UserInputError, match=r"--cp_num 8.*: 7$"):
         SpeakerEncoder.from_checkpoint(n_folder=2, cp_num=8, model_dir=tmp_path)
     if not torch.cuda.is_available():
@@ -207,7 +210,7 @@ def test_verify_uses_saved_eer_threshold(checkpoint, encoder, tmp_path):
 def test_verify_threshold_override_and_n_folder(tmp_path, capsys):
     saved = tmp_path / "saved"
     tiny_checkpoint(configure.checkpoint_path(1, 5, saved), epoch=5)
-    (configure.model_dir(1, saved) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
+    (configure.run_folder(1, saved) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
     enroll, test = write_pair(tmp_path)
     score, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5", "--model_dir", str(saved),
                                                   "--threshold", "0.999999", str(enroll), str(test)])

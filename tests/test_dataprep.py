@@ -20,7 +20,8 @@ from common.errors import UserInputError
 
 
 class RangeHandler(BaseHTTPRequestHandler):
-    """Serves ``server.files`` (name -> bytes), honouring ``Range: bytes=N-``; logs every request."""
+    """Serves ``server.files`` (name -> bytes; Content-Type from ``server.types``, default
+    application/octet-stream), honouring ``Range: bytes=N-``; logs every request."""
 
     def do_GET(self):  # noqa: N802
         path, _, query = self.path.partition("?")
@@ -41,6 +42,7 @@ class RangeHandler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Type", self.server.types.get(name, "application/octet-stream"))
         self.end_headers()
         self.wfile.write(body[start:])
 
@@ -51,7 +53,7 @@ class RangeHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.files, httpd.log = {}, []
+    httpd.files, httpd.log, httpd.types = {}, [], {}
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/"

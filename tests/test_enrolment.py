@@ -11,9 +11,9 @@ from tests.test_api import as_int16, run_in_process, tiny_checkpoint, voice_like
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, model_name):
     checkpoint = tmp_path / "cp.pth"
-    tiny_checkpoint(checkpoint)
+    tiny_checkpoint(checkpoint, name=model_name)
     gallery = tmp_path / "gallery"
     for speaker, seeds, pitch in (("alice", (1, 2), 120.0), ("bob", (3,), 210.0), ("carol", (4, 5), 300.0)):
         (gallery / speaker).mkdir(parents=True)

@@ -11,15 +11,20 @@ import torch
 import export as export_cmd
 from common.errors import UserInputError
 from speaker_api import SpeakerEncoder
+from tests.conftest import TINY_MODEL_ARGS, registered_models
 from tests.test_api import as_int16, run_script, tiny_checkpoint, voice_like
 
 FRAME_COUNTS = (1, 37, 200, 513)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+BACKBONE = {"background_resnet": "resnet34", "ecapa_tdnn": "ecapa_tdnn"}   # what encoder.json names
+
+
+@pytest.fixture(scope="module", params=registered_models())
+def exported(tmp_path_factory, request):
+    """A tiny checkpoint of each registered model, exported."""
     folder = tmp_path_factory.mktemp("export")
-    model = tiny_checkpoint(folder / "checkpoint_007.pth", seed=4, epoch=7)
+    model = tiny_checkpoint(folder / "checkpoint_007.pth", seed=4, epoch=7, name=request.param)
     info = export_cmd.main(["--checkpoint", str(folder / "checkpoint_007.pth"), "--out", str(folder / "out")])
     return model, folder, info
 
@@ -54,12 +59,14 @@ def test_onnx_graph_has_dynamic_batch_and_frames(exported):
 
 
 def test_metadata_describes_inputs_and_recipe(exported):
-    _, folder, info = exported
+    model, folder, info = exported
     saved = json.loads((folder / "out" / "encoder.json").read_text())
     assert saved == json.loads(json.dumps(info))
     assert saved["input"]["shape"] == ["batch", 1, 40, "frames"] and saved["embedding_size"] == 256
     assert saved["sample_rate"] == 16000 and saved["epoch"] == 7
-    assert saved["encoder"] == {"backbone": "resnet34", "channels": 4, "num_classes": 5}
+    name = saved["model"]
+    assert saved["encoder"] == {"backbone": BACKBONE[name], "num_classes": 5, **TINY_MODEL_ARGS[name]}
+    assert saved["model_args"] == dict(model.model_args)
     recipe = saved["feature_recipe"]
     assert (recipe["n_mels"], recipe["win_length_s"], recipe["win_step_s"], recipe["n_fft"]) == (40, 0.025, 0.01, 512)
     assert saved["files"]["onnx"]["file"] == "encoder.onnx" and saved["files"]["torchscript"]["file"] == "encoder.pt"

@@ -13,7 +13,7 @@ PACKAGES = ("common", "prep", "feat_extract", "data_loading", "model", "evaluati
 ALLOWED = {
     "common": set(),
     "feat_extract": {"common", "configure"},
-    "prep": {"common", "configure", "feat_extract"},
+    "prep": {"common", "configure", "feat_extract", "model"},   # model: the pretrained checkpoint's check
     "data_loading": {"common", "configure", "feat_extract"},
     "model": {"common", "configure"},
     "evaluation": {"common", "configure", "feat_extract", "data_loading", "model"},

@@ -75,17 +75,17 @@ def test_episode_objective_uses_the_margin_loss_as_baseline_and_as_gc():
     weights = torch.randn(5, 16)
     label_g = torch.tensor([4, 0, 2, 4, 0, 2, 4, 0, 2])
     aam = AAMSoftmaxLoss(0.25, 20)
-    baseline = EpisodeObjective("aamsoftmax", False, margin=0.25, scale=20)(support, query[:0], label_g, 3, weights)
+    baseline = EpisodeObjective("aamsoftmax", False, loss_args={"margin": 0.25, "scale": 20})(support, query[:0], label_g, 3, weights)
     assert baseline.keys() == {"loss", "loss_g", "acc_g"}
     assert baseline["loss"].item() == pytest.approx(aam(support, label_g[:3], weights)[0].item(), abs=1e-6)
-    gc = EpisodeObjective("prototypical", True, "amsoftmax", margin=0.25, scale=20)(support, query, label_g, 3, weights)
+    gc = EpisodeObjective("prototypical", True, "amsoftmax", {"margin": 0.25, "scale": 20})(support, query, label_g, 3, weights)
     expected_g = AMSoftmaxLoss(0.25, 20)(torch.cat([support, query]), label_g, weights)[0]
     plain = EpisodeObjective("prototypical", True)(support, query, label_g, 3, weights)
     assert gc["loss_g"].item() == pytest.approx(expected_g.item(), abs=1e-6)
     assert gc["loss_e"].item() == plain["loss_e"].item()
     assert gc["loss"].item() == pytest.approx(gc["loss_e"].item() + gc["loss_g"].item(), abs=1e-6)
     with pytest.raises(ValueError, match="unknown classification loss 'arcface'"):
-        classification_loss("arcface", 0.2, 30)
+        classification_loss("arcface", {"margin": 0.2, "scale": 30})
 
 
 @pytest.mark.parametrize("flags", [["--loss_type", "amsoftmax"],
@@ -110,3 +110,30 @@ def test_bad_margin_is_a_clear_error(data_root):
         run_train(data_root, "--loss_type", "aamsoftmax", "--margin", "-0.1")
     with pytest.raises(UserInputError, match="--scale must be positive, got 0.0"):
         run_train(data_root, "--gc_loss", "amsoftmax", "--scale", "0")
+
+
+def test_loss_args_reach_the_loss_as_one_mapping_and_config_json_keeps_its_fields():
+    """--margin/--scale become ``TrainConfig.loss_args``; the step's classifier is built from it; the
+    paper's softmax takes none of them; config.json still records margin and scale as fields."""
+    import train
+    from training.config import resolve_config
+    from training.distributed import DistContext
+    from training.step import build_step
+    from model.model import background_resnet
+
+    def objective_of(*flags):
+        config = resolve_config(train.build_parser().parse_args(list(flags)))
+        step = build_step(background_resnet(3, channels=4), config, DistContext(), torch.device("cpu"))
+        return config, step.objective.objective
+
+    config, objective = objective_of("--gc_loss", "aamsoftmax", "--margin", "0.3", "--scale", "15")
+    assert config.loss_args == {"margin": 0.3, "scale": 15.0}
+    assert (config.as_dict()["margin"], config.as_dict()["scale"]) == (0.3, 15.0)
+    assert isinstance(objective.softmax, AAMSoftmaxLoss)
+    assert (objective.softmax.margin, objective.softmax.scale) == (0.3, 15.0)
+    config, objective = objective_of("--loss_type", "amsoftmax", "--nb_class_train", "3")
+    assert config.loss_args == {"margin": 0.2, "scale": 30.0}           # the flags' defaults
+    assert (objective.softmax.margin, objective.softmax.scale) == (0.2, 30.0)
+    assert type(classification_loss("softmax", {"margin": 0.3, "scale": 15})).__name__ == "SoftmaxLoss"
+    with pytest.raises(ValueError, match="unknown loss argument.s. gamma: the losses take margin, scale"):
+        classification_loss("amsoftmax", {"gamma": 2.0})

@@ -10,17 +10,13 @@ import torch
 
 import train
 from model.checkpoint import available_checkpoints
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_MODEL_ARGS
 
 
-
-
-
-
-
-def flags(root, run, *extra):
-    return ["--save_path", str(root / "data"), "--model_dir", str(root / run), "--channels", "4",
-            "--nb_class_train", "3", "--n_episode", "3", "--seed", "2", *extra]
+def flags(root, run, *extra, model="background_resnet"):
+    return ["--save_path", str(root / "data"), "--model_dir", str(root / run), "--model", model,
+            "--channels", str(TINY_MODEL_ARGS[model]["channels"]), "--nb_class_train", "3", "--n_episode", "3",
+            "--seed", "2", *extra]
 
 
 def log_rows(folder):
@@ -28,12 +24,12 @@ def log_rows(folder):
         return list(csv.DictReader(handle))
 
 
-def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(data_root):
-    train.main(flags(data_root, "straight", "--max_epoch", "3", "--workers", "0"))
-    train.main(flags(data_root, "stopped", "--max_epoch", "2", "--workers", "0"))
+def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(data_root, model_name):
+    train.main(flags(data_root, "straight", "--max_epoch", "3", "--workers", "0", model=model_name))
+    train.main(flags(data_root, "stopped", "--max_epoch", "2", "--workers", "0", model=model_name))
     # the resumed part runs with a DataLoader worker: episodes do not depend on who loads them
     train.main(flags(data_root, "stopped", "--max_epoch", "3", "--workers", "1",
-                     "--use_checkpoint", "True", "--cp_num", "2"))
+                     "--use_checkpoint", "True", "--cp_num", "2", model=model_name))
     straight = torch.load(data_root / "straight/baseline_000/checkpoint_003.pth", weights_only=True)
     resumed = torch.load(data_root / "stopped/baseline_000/checkpoint_003.pth", weights_only=True)
     for key, value in straight["state_dict"].items():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from training import run_folder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_MODEL_ARGS
 from tests.small_filesystems import tmpfs
 from tests.test_distributed import torchrun
 from tests.test_robustness import ENV, error_line, isolated, run_entry  # noqa: F401 (isolated: autouse)
@@ -103,12 +103,14 @@ def test_torchrun_job_into_a_folder_another_run_holds_stops_naming_the_holder(da
     assert sorted(path.name for path in folder.iterdir()) == ["train.lock"]
 
 
-def test_checkpoint_size_estimate_is_close_to_the_real_file(data_root):
-    assert run_entry("train", *flags(data_root, "--max_epoch", "1")).returncode == 0
+def test_checkpoint_size_estimate_is_close_to_the_real_file(data_root, model_name):
+    """Sized from the model the run trains (--model), not from a ResNet whatever it trains."""
+    tiny = ["--model", model_name, "--channels", str(TINY_MODEL_ARGS[model_name]["channels"])]
+    assert run_entry("train", *flags(data_root, "--max_epoch", "1"), *tiny).returncode == 0
     real = (data_root / "models/baseline_000/checkpoint_001.pth").stat().st_size
-    with torch.device("meta"):
-        encoder = run_folder.background_resnet(6, "resnet34", 4)
-    assert real <= run_folder.checkpoint_bytes(encoder) <= 1.25 * real
+    estimate = run_folder.check_room_for_checkpoints(data_root / "models/baseline_000", model_name, {
+        "num_classes": 6, "backbone": "resnet34", **TINY_MODEL_ARGS[model_name]})
+    assert real <= estimate <= 1.25 * real
 
 
 def test_full_disk_is_found_before_the_first_epoch(data_root, monkeypatch):

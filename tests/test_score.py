@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import configure
 import score as score_cmd
@@ -17,7 +18,8 @@ from evaluation.llr_metrics import actual_dcf, cllr, min_cllr
 from evaluation.metrics import compute_eer
 from evaluation.score_norm import as_norm
 from tests.conftest import ROOT
-from tests.test_api import run_in_process
+from speaker_api import SpeakerEncoder
+from tests.test_api import as_int16, run_in_process, tiny_checkpoint, voice_like
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -120,6 +122,24 @@ def test_hand_computed_actdcf_cllr_min_cllr():
     # prior 3/7 -> LLR of 1/2 is ln(4/3); Cllr = ((2 log2(1 + 3/4)) / 3 + (2 log2(1 + 4/3)) / 4) / 2
     assert min_cllr(labels, llrs) == pytest.approx((2 * np.log2(7 / 4) / 3 + 2 * np.log2(7 / 3) / 4) / 2)
     assert cllr(labels, np.zeros(7)) == pytest.approx(1.0)
+
+
+def test_audio_trials_score_the_api_cosines_for_every_model(tmp_path, capsys, keep_save_path, model_name):
+    """score.py on a tiny checkpoint of each registered model: each score is the API's cosine."""
+    tiny_checkpoint(tmp_path / "cp.pth", name=model_name)
+    for index, (seconds, pitch) in enumerate([(1.1, 120.0), (0.9, 125.0), (1.4, 260.0)]):
+        sf.write(tmp_path / f"r{index}.wav", as_int16(voice_like(seconds, pitch=pitch, seed=index)), 16000)
+    trials = [("1", "r0.wav", "r1.wav"), ("0", "r0.wav", "r2.wav"), ("0", "r1.wav", "r2.wav")]
+    (tmp_path / "trials.txt").write_text("".join(" ".join(t) + "\n" for t in trials))
+    result = run_in_process(score_cmd.main, capsys, "--checkpoint", tmp_path / "cp.pth", "--trials",
+                            tmp_path / "trials.txt", "--audio_root", tmp_path, "--out_dir", tmp_path / "out",
+                            "--save_path", tmp_path)
+    assert result.returncode == 0, result.stderr
+    encoder = SpeakerEncoder.from_checkpoint(tmp_path / "cp.pth", device="cpu")
+    expected = [encoder.score(tmp_path / e, tmp_path / t) for _, e, t in trials]
+    labels, scores = read_scores(tmp_path / "out" / "scores.txt")
+    assert labels.tolist() == [1, 0, 0]
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
 
 
 @pytest.fixture

@@ -83,8 +83,8 @@ def test_streamed_embedding_of_many_blocks_and_chunks_equals_one_pass(tmp_path, 
     sf.write(tmp_path / "long44.wav", stereo44, 44100, subtype="FLOAT")
     resampled = resample_poly(stereo44.astype(np.float64).mean(axis=1), 160, 441) * 32768.0
     trunk_inputs, sample_blocks = [], []
-    feature_maps, blocks = model.pretrained.feature_maps, AudioStream.blocks
-    monkeypatch.setattr(model.pretrained, "feature_maps", lambda x: trunk_inputs.append(x.shape[-1]) or feature_maps(x))
+    frame_maps, blocks = model.frame_maps, AudioStream.blocks
+    monkeypatch.setattr(model, "frame_maps", lambda x: trunk_inputs.append(x.shape[-1]) or frame_maps(x))
     monkeypatch.setattr(AudioStream, "blocks", lambda self: (sample_blocks.append(len(b)) or b for b in blocks(self)))
     for name, reference in (("long.wav", samples), ("long44.wav", resampled)):
         expected = one_pass(model, reference)
@@ -92,7 +92,7 @@ def test_streamed_embedding_of_many_blocks_and_chunks_equals_one_pass(tmp_path, 
         item = embed_recording(model, tmp_path / name, "cpu", chunk_frames=800, block_seconds=2.3)
         np.testing.assert_allclose(item.embedding, expected, rtol=0, atol=1e-4)
         n_frames = -(-(len(reference) - 400) // 160) + 1
-        assert len(trunk_inputs) == len(chunk_plan(model.pretrained, n_frames, 800)) >= 3
+        assert len(trunk_inputs) == len(chunk_plan(model, n_frames, 800)) >= 3
         assert max(trunk_inputs) <= 800 + 2 * 120 < n_frames     # a chunk and its margins, never the whole
         assert len(sample_blocks) >= 2 * 8 and max(sample_blocks) <= 2.3 * 16000 + 1   # two passes of blocks
     # the API streams arrays and files alike

@@ -119,9 +119,9 @@ def test_speed_perturbation_trains_three_times_the_speakers(data):
     (("--input", "wav", "--augment"), "--augment needs --noise_dir"),
     (("--input", "wav", "--noise_dir", "NOISE"), "--noise_dir is only used with --augment"),
     (("--input", "wav", "--augment", "--noise_dir", "MISSING"), "--noise_dir .*missing: no such folder"),
-    (("--input", "wav", "--augment", "--noise_dir", "EMPTY"), "--noise_dir .*empty: no .wav/.flac files in its noise/music/speech"),
+    (("--input", "wav", "--augment", "--noise_dir", "EMPTY"), "--noise_dir .*empty: no .wav/.flac/.ogg files in its noise/music/speech"),
     (("--input", "wav", "--augment", "--noise_dir", "NOISE", "--rir_dir", "EMPTY"),
-     "--rir_dir .*empty: no .wav/.flac room impulse responses"),
+     "--rir_dir .*empty: no .wav/.flac/.ogg room impulse responses"),
     (("--input", "wav", "--wav_dir", "MISSING"), "--wav_dir .*missing: no such folder"),
     (("--input", "wav", "--wav_dir", "HOLED"), "1 of 24 training utterances have no audio under .*holed"),
 ])

@@ -13,9 +13,11 @@ from typing import Optional
 
 import configure
 from common.errors import UserInputError
-from data_loading.episodes import EpisodeConfig
+from data_loading.episodes import CROP_FRAMES, EpisodeConfig
 from data_loading.waveforms import check_waveform_config, resolve_waveform_config
-from model.loss import CLASSIFICATION_LOSSES, LOSSES
+from evaluation.validation import DEFAULT_VAL_INTERVAL
+from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
+from model.registry import DEFAULT_MODEL, default_args
 from training.distributed import DistContext
 from training.fast_paths import check_fast_paths
 
@@ -83,8 +85,19 @@ class TrainConfig:
 
     @property
     def episode(self) -> EpisodeConfig:
+        """What one training step reads. A classification loss (softmax, amsoftmax, aamsoftmax) has no
+        support/query split, as the original's softmax: all ``n_shot + n_query`` crops of each speaker
+        are full length and go through the encoder in one pass (one BatchNorm batch)."""
+        if self.loss_type in CLASSIFICATION_LOSSES:
+            return EpisodeConfig(n_way=self.nb_class_train, n_shot=self.n_shot + self.n_query)
         return EpisodeConfig(n_way=self.nb_class_train, n_shot=self.n_shot, n_query=self.n_query,
                              variable_query=self.use_variable)
+
+    @property
+    def loss_args(self) -> dict:
+        """The loss hyper-parameters (``--margin``, ``--scale``) as the one mapping the losses take;
+        config.json keeps them as fields of their own."""
+        return {key: getattr(self, key) for key in LOSS_ARGS if getattr(self, key, None) is not None}
 
     @property
     def objective_name(self) -> str:
@@ -97,19 +110,13 @@ class TrainConfig:
 def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     """The run's settings from parsed flags, defaults filled in; bad values -> UserInputError."""
     values = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(TrainConfig)}
-    softmax = values["loss_type"] in CLASSIFICATION_LOSSES
-    if values["nb_class_train"] is None:
-        values["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if softmax else PROTOTYPICAL_WAYS
-        if softmax and ctx.is_main:
-            print(f"note: --loss_type {values['loss_type']}: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the "
-                  f"paper's softmax setting; the original's --nb_class_train default is {PROTOTYPICAL_WAYS})",
-                  file=sys.stderr)
+    resolve_objective_defaults(values, ctx)
     if values["workers"] is None:
         values["workers"] = min(4, os.cpu_count() or 1)
     if values["cudnn_benchmark"] is None:  # autotuning pays off only when the shapes repeat
         values["cudnn_benchmark"] = not values["use_variable"]
     if values["val_interval"] is None:
-        values["val_interval"] = 1
+        values["val_interval"] = DEFAULT_VAL_INTERVAL
     values["model_dir"] = str(values["model_dir"] or configure.SAVED_MODEL_DIR)
     values.update(sgd_impl=values["sgd_impl"] or "default", cuda_graphs=bool(values["cuda_graphs"]))
     values["tensorboard"] = bool(values["tensorboard"])
@@ -118,6 +125,29 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     config = TrainConfig(**values)
     check_config(config)
     return config
+
+
+def resolve_objective_defaults(values: dict, ctx: DistContext) -> None:
+    """Defaults that depend on ``--loss_type`` and ``--model``, filled into ``values`` in place.
+
+    A classification loss trains on full crops only (the original cuts query crops for prototypical
+    alone): ``use_variable`` is False whatever was asked, with a note when the flags or the config
+    file asked for True (the flag's default is None, so "asked" is any value given). ``channels``
+    left out is the model's own default (``model.registry.default_args``)."""
+    classification = values["loss_type"] in CLASSIFICATION_LOSSES
+    if classification and values["use_variable"] and ctx.is_main:
+        print(f"note: --loss_type {values['loss_type']} always trains on full {CROP_FRAMES}-frame crops, as the "
+              f"original's softmax: --use_variable True is ignored", file=sys.stderr)
+    asked = values["use_variable"]
+    values["use_variable"] = not classification and (asked is None or bool(asked))
+    if values["nb_class_train"] is None:
+        values["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if classification else PROTOTYPICAL_WAYS
+        if classification and ctx.is_main:
+            print(f"note: --loss_type {values['loss_type']}: {SOFTMAX_BATCH_SPEAKERS} speakers per batch (the "
+                  f"paper's softmax setting; the original's --nb_class_train default is {PROTOTYPICAL_WAYS})",
+                  file=sys.stderr)
+    if values["channels"] is None:
+        values["channels"] = default_args(values["model"] or DEFAULT_MODEL)["channels"]
 
 
 def check_config(config: TrainConfig) -> None:

@@ -19,6 +19,7 @@ from data_loading.episodes import EpisodeConfig, check_episode_config
 from data_loading.waveforms import training_corpus
 from evaluation.validation import best_so_far, validation_for
 from model.checkpoint import load_checkpoint, resolve_checkpoint
+from model.registry import describe_model
 from training.config import TrainConfig, episodes_per_epoch, resolve_config
 from training.data import EpochSampler, build_loader, stop_workers
 from training.distributed import (DistContext, check_same_corpus, context_from_env, destroy_process_group,
@@ -80,7 +81,8 @@ def prepare(args, claims: contextlib.ExitStack) -> TrainingRun:
         # inputs are good: now the run folder (nothing is written before this point)
         claims.enter_context(claim_run_folder(run_folder(config), config.use_checkpoint,
                                               getattr(args, "overwrite", False)))
-        check_room_for_checkpoints(run_folder(config), corpus.n_speakers, config.channels, config.backbone)
+        check_room_for_checkpoints(run_folder(config), config.model, dict(
+            num_classes=corpus.n_speakers, backbone=config.backbone, channels=config.channels))
     return run
 
 
@@ -148,6 +150,7 @@ def train(args) -> Path:
             outputs = RunOutputs(config, parts.start_epoch) if ctx.is_main else None
             if outputs:
                 claims.callback(outputs.close)
+                print(describe_model(parts.encoder), flush=True)
                 print(describe_run(run, parts.start_epoch, device), flush=True)
             best = best_so_far(outputs.folder, parts.start_epoch) if run.validation else None
             try:

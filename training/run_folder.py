@@ -22,7 +22,7 @@ from common.errors import UserInputError
 from common.files import reported_write_errors
 from common.preflight import check_room
 from model.checkpoint import available_checkpoints
-from model.model import background_resnet
+from model.registry import build_model
 
 LOCK_NAME = "train.lock"
 REPLACED_PREFIX = "replaced_"
@@ -137,12 +137,13 @@ def checkpoint_bytes(encoder) -> int:
     return state + momentum + CHECKPOINT_OVERHEAD
 
 
-def check_room_for_checkpoints(folder, num_classes: int, channels: int, backbone: str) -> int:
-    """The run folder takes files and has room for two checkpoints of this encoder (built on the
-    meta device: no memory, no random numbers drawn); returns one checkpoint's estimated size."""
+def check_room_for_checkpoints(folder, model: str, model_args: dict) -> int:
+    """The run folder takes files and has room for two checkpoints of the ``model`` (registry name)
+    built from ``model_args`` (on the meta device: no memory, no random numbers drawn); returns one
+    checkpoint's estimated size."""
     import torch
     with torch.device("meta"):
-        encoder = background_resnet(num_classes, backbone, channels)
+        encoder = build_model(model, **model_args)
     size = checkpoint_bytes(encoder)
     check_room(folder, 2 * size, "two checkpoints of this model")
     return size

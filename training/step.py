@@ -1,7 +1,9 @@
 """One training step of the paper: the encoder, its objective, SGD + ReduceLROnPlateau, forward/backward.
 
-Each step runs support and query through the encoder in two forward passes (train-mode BatchNorm
-statistics per pass, as the original) and back-propagates ``EpisodeObjective``.
+Each prototypical step runs support and query through the encoder in two forward passes (train-mode
+BatchNorm statistics per pass, as the original) and back-propagates ``EpisodeObjective``. A
+classification loss's batch has no queries (``TrainConfig.episode``): all its crops go through the
+encoder in one pass, as the original's softmax.
 """
 import torch
 import torch.nn as nn
@@ -52,8 +54,7 @@ def build_encoder(config: TrainConfig, num_classes: int, device: torch.device, c
 
 
 def build_step(encoder, config: TrainConfig, ctx: DistContext, device: torch.device) -> nn.Module:
-    margins = {key: getattr(config, key) for key in ("margin", "scale") if getattr(config, key) is not None}
-    objective = EpisodeObjective(config.loss_type, config.use_GC, config.gc_loss or "softmax", **margins)
+    objective = EpisodeObjective(config.loss_type, config.use_GC, config.gc_loss or "softmax", config.loss_args)
     step = EpisodeStep(encoder, objective, config.episode, ctx)
     if ctx.enabled:
         device_ids = [device.index] if device.type == "cuda" else None

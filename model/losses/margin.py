@@ -29,6 +29,7 @@ def cosines(embeddings: torch.Tensor, class_weights: torch.Tensor) -> torch.Tens
 
 class MarginSoftmaxLoss(nn.Module):
     """Cross-entropy over ``scale * cos`` with the target cosine replaced by ``target_logit(cos_y)``."""
+    hyper_parameters = ("margin", "scale")   # the entries of ``loss_args`` it takes
 
     def __init__(self, margin: float = DEFAULT_MARGIN, scale: float = DEFAULT_SCALE):
         super().__init__()

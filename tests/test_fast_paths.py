@@ -247,3 +247,28 @@ def test_evaluation_precision_tf32_is_float32_on_the_cpu_and_bf16_within_a_loose
     padded = embed_utterances(with_precision(encoder, "tf32"), crops, CPU, batch_size=4, desc="")
     np.testing.assert_allclose(padded, fp32, rtol=1e-5, atol=1e-5)   # masked pass = each alone
     assert with_precision(encoder, "bf16").channels == 8
+
+
+def test_evaluation_scripts_load_the_model_in_the_precision_asked(tmp_path, capsys):
+    """EER_full.py / EER_short.py / identification.py (evaluation/cli.py): --eval_precision wraps the
+    loaded encoder (and says so); the default hands the encoder itself over, as before."""
+    import argparse
+
+    import configure
+    from evaluation import cli
+    from evaluation.precision import PrecisionEncoder
+    from model.checkpoint import save_checkpoint
+    from model.model import background_resnet
+    save_checkpoint(tmp_path / "checkpoint_003.pth", epoch=3,
+                    state_dict=background_resnet(5, "resnet18", 4).state_dict(), optimizer={})
+    parser = argparse.ArgumentParser()
+    cli.add_model_arguments(parser)
+    loaded = {}
+    for precision in ("fp32", "bf16"):
+        args = configure.apply_common_arguments(parser.parse_args(
+            ["--checkpoint", str(tmp_path / "checkpoint_003.pth"), "--use_cuda", "False", "--eval_precision",
+             precision, "--out_dir", str(tmp_path)]))
+        loaded[precision] = cli.load_model(args)[0]
+    assert type(loaded["fp32"]).__name__ == "background_resnet"
+    assert isinstance(loaded["bf16"], PrecisionEncoder) and loaded["bf16"].precision == "bf16"
+    assert "width 4, 5 training classes) on cpu, bf16" in capsys.readouterr().out

@@ -3,8 +3,9 @@
 For a trial (e, t) with cosine score s, let mu_e, sigma_e be the mean and (population, ddof=0)
 standard deviation of the ``top_k`` highest cosine scores of e against the cohort, and likewise for t:
     s_norm = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2
-The cohort is one mean embedding per training speaker (the mean of its utterances' unit-length
-embeddings, itself normalised to unit length).
+``cohort_matrix`` builds every cohort: for EER_full.py one mean embedding per training speaker (the
+mean of its utterances' unit-length embeddings, itself normalised to unit length; ``speaker_cohort``
+from ``training_cohort_corpus``), for score.py one per recording or stored embedding of ``--cohort``.
 """
 import numpy as np
 
@@ -62,9 +63,19 @@ def speaker_cohort(model, corpus, device, utterances_per_speaker: int = 3, seed:
     chosen = [rng.choice(utts, size=min(utterances_per_speaker, len(utts)), replace=False)
               for utts in corpus.by_speaker]
     flat = np.concatenate(chosen)
-    embeddings = unit_rows(embed_utterances(model, [corpus.utterances[i].path for i in flat], device,
-                                            batch_size, desc="embedding cohort"))
-    owners = np.repeat(np.arange(len(chosen)), [len(c) for c in chosen])
-    sums = np.zeros((len(chosen), embeddings.shape[1]))
-    np.add.at(sums, owners, embeddings)
+    embeddings = embed_utterances(model, [corpus.utterances[i].path for i in flat], device, batch_size,
+                                  desc="embedding cohort")
+    return cohort_matrix(embeddings, np.repeat(np.arange(len(chosen)), [len(c) for c in chosen]))
+
+
+def cohort_matrix(embeddings, owners=None) -> np.ndarray:
+    """The one builder of an AS-norm cohort: (members, d) unit-length rows. Without ``owners`` each
+    row of ``embeddings`` is a member (score.py's recordings or stored embeddings); with ``owners``
+    (each row's member index) a member is the unit-length mean of its rows' unit-length embeddings
+    (EER_full.py's training speakers)."""
+    rows = unit_rows(embeddings)
+    if owners is None:
+        return rows
+    sums = np.zeros((int(owners.max()) + 1, rows.shape[1]))
+    np.add.at(sums, owners, rows)
     return unit_rows(sums)

@@ -15,6 +15,7 @@ from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
+from evaluation.score_norm import cohort_matrix
 from evaluation.trial_items import Item, embed_items, resolve_items
 from evaluation.trials import read_trials
 
@@ -72,7 +73,7 @@ def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
         entries = {str(source): Item("audio", source) for source, _ in collect_inputs([location])}
     else:
         entries = {key: Item("embedding", vector) for key, vector in load_embeddings(location).items()}
-    return np.stack(list(embed(entries, lazy, args).values()))
+    return cohort_matrix(np.stack(list(embed(entries, lazy, args).values())))
 
 
 def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:

@@ -16,6 +16,7 @@ backward, against the card's dense peak (bf16 for --amp, TF32 otherwise; bench/t
 """
 import argparse
 import functools
+import gc
 import json
 import subprocess
 import sys
@@ -204,6 +205,7 @@ def run_levers(args) -> dict:
             results[lever.name] = {"status": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
         results[lever.name].update(flags=lever.flags, note=lever.note, amp=lever.amp)
         print(lever.name, results[lever.name], flush=True)
+        gc.collect()   # the lever's graphs and their memory pool go before the next lever starts
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     crops = args.way * 3

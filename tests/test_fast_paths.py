@@ -158,9 +158,19 @@ def test_graph_replay_equals_the_eager_step_bitwise_one_capture_per_shape(corpus
     assert_states(state(eager), state(encoder))   # weights and BatchNorm statistics: bitwise
 
 
-def test_cuda_graphs_are_refused_on_the_cpu_and_under_torchrun():
+def test_cuda_graphs_are_refused_on_the_cpu_and_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
     with pytest.raises(UserInputError, match="^--cuda_graphs needs a GPU"):
         config_of("--cuda_graphs", "--use_cuda", "False")
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cuda_graphs", "--use_cuda", "False",
+                           "--save_path", str(tmp_path), "--model_dir", str(tmp_path / "models")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "models").exists()
+    assert done.stderr.splitlines() == ["error: --cuda_graphs needs a GPU (CUDA graphs replay GPU kernels); "
+                                        "this run is on the CPU"]
     args = train.build_parser().parse_args(["--cuda_graphs", "--use_cuda", "True", "--nb_class_train", "4"])
     with pytest.raises(UserInputError, match="runs in one process only"):
         resolve_config(args, DistContext(0, 2, 0))

@@ -14,13 +14,12 @@ eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_d
 """
 
 import configure
-from common.errors import UserInputError, run_main
-from data_loading.corpus import FeatureCorpus
+from common.errors import run_main
 from evaluation import cli
 from evaluation.protocol import add_cache_argument, add_protocol_arguments, embedding_cache, selected_trials
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
-from evaluation.score_norm import speaker_cohort
+from evaluation.score_norm import speaker_cohort, training_cohort_corpus
 from evaluation.trials import locate_features, voxceleb1_feature_roots
 
 
@@ -37,27 +36,13 @@ def parse_args(argv=None):
     return configure.apply_common_arguments(parser.parse_args(argv))
 
 
-def cohort_corpus(args):
-    """The AS-norm cohort's training features, every flag checked before any embedding work."""
-    cli.check_positive(args, "cohort_size", "cohort_utterances")
-    train_root = configure.feature_dir(args.save_path, *configure.TRAIN_DATA[args.data_type])
-    if not train_root.is_dir():
-        raise UserInputError(f"AS-norm cohort: training features of --data_type {args.data_type} not "
-                             f"found at {train_root}")
-    corpus = FeatureCorpus([train_root], reindex=args.reindex)
-    if args.cohort_size > corpus.n_speakers:
-        raise UserInputError(f"--cohort_size {args.cohort_size} must be between 1 and the cohort's "
-                             f"{corpus.n_speakers} speakers")
-    return corpus
-
-
 def main(argv=None):
     args = parse_args(argv)
     cli.check_checkpoint(args)
     trials = selected_trials(args)
     roots = voxceleb1_feature_roots(args.save_path)
     located = locate_features(trials.utterances(), roots)
-    cohort_features = cohort_corpus(args) if args.score_norm == "asnorm" else None
+    cohort_features = training_cohort_corpus(args) if args.score_norm == "asnorm" else None
     model, checkpoint, out_dir = cli.load_model(args)
     cache = embedding_cache(args, checkpoint, roots, out_dir, len(located))
     names, embeddings = embed_trial_utterances(model, trials, located, args.device, args.batch_size, cache)

@@ -7,6 +7,7 @@ Data layout under ``save_path`` (as the paper's code lays it out):
 """
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -52,18 +53,57 @@ def wav_dir(root, dataset: str, split: str) -> Path:
     return Path(root) / SPLITS[(dataset, split)][0]
 
 
+VOXCELEB1_SPLITS = (("voxceleb1", "test"), ("voxceleb1", "dev"))   # trial lists' names: test, then dev
+
+
+def feature_roots(root, splits=tuple(SPLITS), need: str = "none", what: str = "features") -> list:
+    """The one locator of feature folders: those of ``splits`` under ``root`` that exist, in order.
+
+    ``need``: "none" (the list may be empty), "any" (an error when none exists), "all" (an error naming
+    each missing one); ``what`` names them in the error."""
+    candidates = [feature_dir(root, *split) for split in splits]
+    found = [folder for folder in candidates if folder.is_dir()]
+    missing = [str(folder) for folder in candidates if not folder.is_dir()]
+    if (need == "any" and not found) or (need == "all" and missing):
+        from common.errors import UserInputError
+        listed = ", ".join(missing) if need == "all" else " or ".join(missing)
+        raise UserInputError(f"{what} not found at {listed} (run dataprep.py and the feature extraction, "
+                             f"or pass --save_path)")
+    return found
+
+
 # the paper's commands' checkpoint, saved_model/baseline_000/checkpoint_100.pth: the evaluation scripts'
 # default, where train.py writes epoch 100 of run 0, and where --download_pretrained puts the authors' file
 PAPER_N_FOLDER, PAPER_CP_NUM = 0, 100
 
 
-def model_dir(n_folder: int, root=None) -> Path:
+# Run folders and checkpoints: the one home of their names. train.py writes them (training/outputs.py),
+# every command reads them (--n_folder/--cp_num), model/checkpoint.py lists them, demo.py finds them.
+CHECKPOINT_GLOB = "checkpoint_*.pth"
+
+
+def run_folder_name(n_folder: int) -> str:
+    return f"baseline_{n_folder:03d}"
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_{epoch:03d}.pth"
+
+
+def checkpoint_number(path):
+    """The epoch ``N`` of a ``checkpoint_N.pth`` file name; None for any other name."""
+    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def run_folder(n_folder: int, root=None) -> Path:
     """``<root>/baseline_{n_folder:03d}`` (root: ``--model_dir``, default saved_model/)."""
-    return Path(root or SAVED_MODEL_DIR) / f"baseline_{n_folder:03d}"
+    return Path(root or SAVED_MODEL_DIR) / run_folder_name(n_folder)
 
 
 def checkpoint_path(n_folder: int, epoch: int, root=None) -> Path:
-    return model_dir(n_folder, root) / f"checkpoint_{epoch:03d}.pth"
+    """``<root>/baseline_{n_folder:03d}/checkpoint_{epoch:03d}.pth``."""
+    return run_folder(n_folder, root) / checkpoint_name(epoch)
 
 
 def protocol_list_path(protocol: str, lists_dir=None) -> Path:

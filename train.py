@@ -18,31 +18,18 @@ from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
+from training.fast_paths import COMPILE_MODES, SGD_IMPLS
 
 RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = configure.argument_parser(__doc__)
-    str2bool = configure.str2bool
-    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
-                        help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
-    parser.add_argument("--use_GC", type=str2bool, default=True, help="add global classification (prototypical)")
-    parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
-                        help="loss of the global classification (softmax as the paper)")
-    parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")
-    parser.add_argument("--scale", type=float, default=LOSS_ARGS["scale"], help="scale s of amsoftmax/aamsoftmax")
-    parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
-    parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
-    parser.add_argument("--use_variable", type=str2bool, default=None,
-                        help="query length drawn per episode from [100, 200) frames (default True; "
-                             "prototypical only: classification losses always train on full 200-frame crops)")
-    parser.add_argument("--nb_class_train", type=int, default=None,
-                        help="speakers per episode (default 100; softmax batch default 256)")
+    add_objective_arguments(parser)
     configure.add_checkpoint_arguments(parser, configure.PAPER_N_FOLDER, configure.PAPER_CP_NUM, checkpoint=False)
     parser.add_argument("--data_type", choices=("vox1", "vox2"), default="vox2", help="training data")
-    parser.add_argument("--use_checkpoint", type=str2bool, default=False, help="resume from --cp_num")
-    parser.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False,
+    parser.add_argument("--use_checkpoint", type=configure.str2bool, default=False, help="resume from --cp_num")
+    parser.add_argument("--overwrite", type=configure.str2bool, nargs="?", const=True, default=False,
                         help="start afresh in a used --n_folder: its old files move into replaced_<date>/")
     configure.add_common_arguments(parser)
     parser.add_argument("--max_epoch", type=int, default=100, help="last epoch to train")
@@ -63,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
     add_validation_arguments(parser)
     add_waveform_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
     parser.add_argument("--tensorboard", type=configure.str2bool, nargs="?", const=True, default=False,
@@ -70,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature store's corpus index before training (done by itself when stale)")
     return parser
+
+
+def add_objective_arguments(parser) -> None:
+    """The loss and the episodes (or, for the classification losses, batches of full crops)."""
+    parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
+                        help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
+    parser.add_argument("--use_GC", type=configure.str2bool, default=True, help="add global classification (prototypical)")
+    parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
+                        help="loss of the global classification (softmax as the paper)")
+    parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")
+    parser.add_argument("--scale", type=float, default=LOSS_ARGS["scale"], help="scale s of amsoftmax/aamsoftmax")
+    parser.add_argument("--n_shot", type=int, default=1, help="support utterances per speaker")
+    parser.add_argument("--n_query", type=int, default=2, help="query utterances per speaker")
+    parser.add_argument("--use_variable", type=configure.str2bool, default=None,
+                        help="query length drawn per episode from [100, 200) frames (default True; "
+                             "prototypical only: classification losses always train on full 200-frame crops)")
+    parser.add_argument("--nb_class_train", type=int, default=None,
+                        help="speakers per episode (default 100; softmax batch default 256)")
 
 
 def add_validation_arguments(parser) -> None:
@@ -101,6 +107,19 @@ def add_waveform_arguments(parser) -> None:
     parser.add_argument("--wav_fbank", choices=FBANK_PLACES, default=FBANK_PLACES[0],
                         help="--input wav: compute the features in the DataLoader workers, or on the training "
                              "device (GPU) in the step, from the crops' samples")
+
+
+def add_speed_arguments(parser) -> None:
+    """Opt-in faster paths (training/fast_paths.py; docs/bench.md): off by default."""
+    str2bool = configure.str2bool
+    parser.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=None,
+                        help="NHWC convolutions (default: on the GPU only)")
+    parser.add_argument("--sgd_impl", choices=SGD_IMPLS, default="default",
+                        help="SGD kernels: torch's choice, the for-loop, foreach (bitwise equal) or fused")
+    parser.add_argument("--compile", choices=COMPILE_MODES, nargs="?", const="default", default=None,
+                        help="torch.compile the encoder (mode; compiling takes a minute or more at start)")
+    parser.add_argument("--cuda_graphs", type=str2bool, nargs="?", const=True, default=False,
+                        help="replay each episode shape's forward + backward from a CUDA graph (GPU, one process)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -25,9 +25,11 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+import configure  # noqa: E402
 from common.files import atomic_path, write_text  # noqa: E402
 from demo import run as run_command  # noqa: E402
 from data_loading import augment  # noqa: E402
+from evaluation.cli import result_name  # noqa: E402
 from feat_extract.fbank import INT16_SCALE  # noqa: E402
 
 run = functools.partial(run_command, what="comparison step")   # shows the command, stops if it fails
@@ -111,12 +113,12 @@ def train_and_score(args, out: Path, folder: int, seed: int, extra: list) -> dic
                "--n_episode", str(args.n_episode), "--max_epoch", str(args.max_epoch), "--workers",
                str(args.workers), "--seed", str(seed), "--overwrite", *extra]
     seconds = run(command)
-    checkpoint = models / f"baseline_{folder:03d}" / f"checkpoint_{args.max_epoch:03d}.pth"
+    checkpoint = configure.checkpoint_path(folder, args.max_epoch, models)
     result = {"train_s": seconds}
     for test_set in ("clean", "noisy"):
         run(["EER_full.py", "--checkpoint", str(checkpoint), "--save_path", str(out / test_set), "--data_type",
              "vox1", "--trials", str(out / test_set / "voxceleb1/test/veri_test.txt")])
-        report = json.loads((checkpoint.parent / f"eer_full_cp{args.max_epoch:03d}.json").read_text())
+        report = json.loads((checkpoint.parent / result_name("eer_full", args.max_epoch, ".json")).read_text())
         result[test_set] = report["eer"]
     return result
 

@@ -29,9 +29,10 @@ CONDITIONS = (100, 200, None)        # test side: 1 s crop, 2 s crop, full utter
 
 def build(args) -> Path:
     """The trained checkpoint (the demo's commands; reused when it exists)."""
+    import configure
     from demo import run
     data, models = Path(args.out) / "data", Path(args.out) / "models"
-    checkpoint = models / "baseline_000" / f"checkpoint_{args.max_epoch:03d}.pth"
+    checkpoint = configure.checkpoint_path(0, args.max_epoch, models)
     if checkpoint.is_file():
         return checkpoint
     if not (data / "voxceleb1" / "test" / "feat").is_dir():     # the corpus and its features, once

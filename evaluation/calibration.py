@@ -22,7 +22,7 @@ import numpy as np
 
 from common.errors import UserInputError
 from common.files import write_text
-from evaluation.llr_metrics import bayes_threshold, split
+from evaluation.llr_metrics import split
 
 CALIBRATION_SUFFIX = ".calibration.json"
 QMFS = ("none", "duration")
@@ -57,10 +57,6 @@ class Calibration:
         if self.qmf == "duration":
             text += f" + {self.qmf_weights[0]:.6g} * log(shorter side, s) + {self.qmf_weights[1]:.6g} * log(longer side, s)"
         return text
-
-    def score_threshold(self, p_target: float) -> float:
-        """The raw score at which the LLR reaches the Bayes threshold of ``p_target``."""
-        return (bayes_threshold(p_target) - self.offset) / self.slope
 
     @classmethod
     def load(cls, path) -> "Calibration":

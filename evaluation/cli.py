@@ -10,8 +10,9 @@ from common.files import write_text
 from common.preflight import check_room
 from evaluation.metrics import P_TARGETS, verification_report
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
+from evaluation.precision import add_precision_argument, with_precision
 from feat_extract.fbank import WIN_STEP
-from model.checkpoint import checkpoint_number, load_encoder, resolve_checkpoint
+from model.checkpoint import load_encoder, resolve_checkpoint
 
 RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summary and the DET plot
 
@@ -27,6 +28,7 @@ def add_model_arguments(parser, batch_size: int = 64) -> None:
                         help="where result files go (default: the checkpoint's folder)")
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature folders' corpus index first (done by itself when stale)")
+    add_precision_argument(parser)
 
 
 def add_chunk_seconds_argument(parser) -> None:
@@ -53,18 +55,27 @@ def load_model(args):
     """(model in eval mode on args.device, checkpoint path, output folder) for the parsed flags."""
     check_positive(args, "batch_size")
     path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    number = checkpoint_number(path)
+    number = configure.checkpoint_number(path)
     if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
         args.cp_num = number
     model, _ = load_encoder(path, args.device)
+    precision = getattr(args, "eval_precision", "fp32")
+    model = with_precision(model, precision)   # opt-in TF32 / bfloat16 (evaluation/precision.py)
     out_dir = check_room(Path(args.out_dir) if args.out_dir else path.parent, RESULT_BYTES, "the result files")
     print(f"checkpoint: {path} ({model.backbone}, width {model.channels}, "
-          f"{model.num_classes} training classes) on {args.device}")
+          f"{model.num_classes} training classes) on {args.device}"
+          f"{'' if precision == 'fp32' else ', ' + precision}")
     return model, path, out_dir
 
 
+def result_name(stem: str, cp_num: int, suffix: str) -> str:
+    """``<stem>_cp<NNN><suffix>``: the name of every result file of checkpoint ``cp_num``
+    (``eer_full_cp100.json`` ...), which verify.py and demo.py read back."""
+    return f"{stem}_cp{cp_num:03d}{suffix}"
+
+
 def result_path(args, out_dir: Path, stem: str, suffix: str) -> Path:
-    return out_dir / f"{stem}_cp{args.cp_num:03d}{suffix}"
+    return out_dir / result_name(stem, args.cp_num, suffix)
 
 
 def report_lines(report: dict, prefix: str = "") -> list:
@@ -81,10 +92,15 @@ def evaluate_scores(labels, scores, prefix: str = "") -> dict:
     return report
 
 
-def write_scores(path: Path, labels, scores, enroll, test) -> None:
-    """``label score enroll test`` per line; scores written with Python's round-trip repr (exact)."""
-    lines = (f"{int(label)} {float(score)!r} {e} {t}\n"
-             for label, score, e, t in zip(labels, np.asarray(scores, dtype=np.float64), enroll, test))
+def write_scores(path: Path, labels, scores, enroll, test, llrs=None) -> None:
+    """The one score-file writer (EER_full.py, EER_short.py, score.py): ``label score [llr] enroll
+    test`` per line -- no label for a list without labels (``labels`` None), the LLR when calibrated --
+    numbers in Python's round-trip repr (exact)."""
+    numbers = [np.asarray(scores, dtype=np.float64)]
+    numbers += [np.asarray(llrs, dtype=np.float64)] if llrs is not None else []
+    labels = [f"{int(label)} " for label in labels] if labels is not None else [""] * len(enroll)
+    lines = (f"{label}{' '.join(repr(float(v)) for v in row)} {e} {t}\n"
+             for label, row, e, t in zip(labels, zip(*numbers), enroll, test))
     write_text(path, "".join(lines))
 
 

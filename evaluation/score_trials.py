@@ -7,7 +7,6 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
-from common.files import write_text
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
 from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
@@ -16,12 +15,9 @@ from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
-from evaluation.trial_items import Item, embed_items, read_trial_list, resolve_items
-
-
-def feature_roots(save_path) -> list:
-    candidates = [configure.feature_dir(save_path, "voxceleb1", split) for split in ("test", "dev")]
-    return [root for root in candidates if root.is_dir()]
+from evaluation.score_norm import cohort_matrix
+from evaluation.trial_items import Item, embed_items, resolve_items
+from evaluation.trials import read_trials
 
 
 class LazyModel:
@@ -77,7 +73,7 @@ def cohort_embeddings(args, lazy: LazyModel) -> np.ndarray:
         entries = {str(source): Item("audio", source) for source, _ in collect_inputs([location])}
     else:
         entries = {key: Item("embedding", vector) for key, vector in load_embeddings(location).items()}
-    return np.stack(list(embed(entries, lazy, args).values()))
+    return cohort_matrix(np.stack(list(embed(entries, lazy, args).values())))
 
 
 def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
@@ -125,9 +121,9 @@ def print_llr_metrics(labels, llrs, prefix: str = "") -> dict:
 
 def score_trial_list(args) -> dict:
     """score.py's work for its parsed flags: scores, metrics, calibration, result files; the summary."""
-    trials = read_trial_list(args.trials)
+    trials = read_trials(args.trials, strict=False)
     store = load_embeddings(args.embeddings) if args.embeddings else None
-    entries = resolve_items(trials.utterances(), store, args.audio_root, feature_roots(args.save_path))
+    entries = resolve_items(trials.utterances(), store, args.audio_root, configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS))
     lazy = LazyModel(args)
     durations = stored_durations(args.embeddings, entries)
     vectors = embed(entries, lazy, args, durations)
@@ -146,11 +142,7 @@ def score_trial_list(args) -> dict:
 
 def write_results(out_dir: Path, trials, scores, llrs, summary) -> None:
     from evaluation.plots import plot_det   # matplotlib: only when results are written
-    labels = trials.labels if trials.labels is not None else [None] * len(scores)
-    columns = [labels, scores] + ([llrs] if llrs is not None else []) + [trials.enroll, trials.test]
-    lines = (" ".join(str(v) if not isinstance(v, float) else repr(float(v)) for v in row if v is not None)
-             for row in zip(*columns))
-    write_text(out_dir / "scores.txt", "\n".join(lines) + "\n")
+    cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test, llrs)
     cli.write_json(out_dir / "report.json", summary)
     if trials.labels is not None:
         plot_det([("cosine" if summary["score_norm"] == "none" else "AS-norm", trials.labels, scores)],

@@ -43,12 +43,8 @@ class ShortTrials:
 
 
 def evaluation_feature_roots(save_path, data_type: str) -> list:
-    roots = [configure.feature_dir(save_path, *split) for split in EVALUATION_SPLITS[data_type]]
-    missing = [str(root) for root in roots if not root.is_dir()]
-    if missing:
-        raise UserInputError(f"evaluation features for a {data_type}-trained model not found: "
-                             f"{', '.join(missing)} (pass --save_path or extract features first)")
-    return roots
+    return configure.feature_roots(save_path, EVALUATION_SPLITS[data_type], "all",
+                                   f"evaluation features for a {data_type}-trained model")
 
 
 def draw_pairs(corpus: FeatureCorpus, pairs_per_speaker: int, rng: np.random.Generator):

@@ -1,7 +1,7 @@
 """Trial lists of your own: entries that are audio paths, embedding keys, or VoxCeleb-style keys.
 
-A line is ``label enroll test`` (label 1/0 or target/nontarget) or ``enroll test`` (no labels; then
-no metrics). Each entry is resolved, in this order, to
+The list is read by ``evaluation.trials.read_trials(path, strict=False)``: a line is ``label enroll
+test`` (label 1/0 or target/nontarget) or ``enroll test`` (no labels; then no metrics). Each entry is resolved, in this order, to
 1. an embedding in ``--embeddings`` (key = the entry without its suffix, as embed.py names them),
 2. an audio file: the entry as a path, relative to ``--audio_root`` when given,
 3. stored features of a VoxCeleb-style key (``id10270/x6uYqmx31kE/00001.wav``) under the VoxCeleb1
@@ -12,42 +12,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from common.errors import UserInputError
 from evaluation.embedding_files import key_of
-from evaluation.trials import N_MISSING_SHOWN, Trials, feature_relpath
+from evaluation.trials import feature_relpath, first_names
 from feat_extract.fbank import WIN_STEP
-
-LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}
 
 
 @dataclass
 class Item:
     kind: str          # "embedding", "audio" or "features"
     value: object      # the vector, or the path
-
-
-def read_trial_list(path) -> Trials:
-    """``Trials`` (labels None when the list has none); CRLF, blank lines tolerated."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"trial list not found: {path}")
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UserInputError(f"{path}: not a text trial list ({error.reason} at byte {error.start})") from None
-    rows = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not rows:
-        raise UserInputError(f"{path}: the trial list has no trials")
-    width = len(rows[0][1])
-    for number, fields in rows:
-        if len(fields) != width or width not in (2, 3) or (width == 3 and fields[0].lower() not in LABELS):
-            raise UserInputError(f"{path}, line {number}: expected 'label enroll test' (label 1/0 or "
-                                 f"target/nontarget) or 'enroll test' on every line, found {' '.join(fields)[:80]!r}")
-    labels = np.array([LABELS[f[0].lower()] for _, f in rows], np.int64) if width == 3 else None
-    return Trials(labels, [f[-2] for _, f in rows], [f[-1] for _, f in rows], path)
 
 
 def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> dict:
@@ -66,12 +42,11 @@ def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> 
         else:
             missing.append(name)
     if missing:
-        shown = ", ".join(missing[:N_MISSING_SHOWN]) + (", ..." if len(missing) > N_MISSING_SHOWN else "")
         looked = ["--embeddings" if embeddings is not None else None,
                   f"audio under {audio_root}" if audio_root is not None else "audio paths",
                   f"features under {', '.join(map(str, feature_roots))}" if feature_roots else None]
         raise UserInputError(f"{len(missing)} of {len(resolved) + len(missing)} trial-list entries were "
-                             f"found nowhere ({'; '.join(w for w in looked if w)}): {shown}")
+                             f"found nowhere ({'; '.join(w for w in looked if w)}): {first_names(missing)}")
     return resolved
 
 

@@ -15,6 +15,7 @@ import configure
 from common.errors import UserInputError
 
 N_MISSING_SHOWN = 5
+LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}      # what a lenient (score.py) list may write
 
 
 @dataclass
@@ -48,7 +49,26 @@ def check_name(name: str, number: int, path) -> str:
     return name
 
 
-def read_trials(path) -> Trials:
+def parse_lenient_rows(rows: list, path) -> tuple:
+    """(labels or None, enroll, test) of ``label enroll test`` (label 1/0 or target/nontarget) or
+    ``enroll test`` lines, the same width on every line; entries of any form."""
+    width = len(rows[0][1].split())
+    for number, line in rows:
+        fields = line.split()
+        if len(fields) != width or width not in (2, 3) or (width == 3 and fields[0].lower() not in LABELS):
+            raise UserInputError(f"{path}, line {number}: expected 'label enroll test' (label 1/0 or "
+                                 f"target/nontarget) or 'enroll test' on every line, found {' '.join(fields)[:80]!r}")
+    split = [line.split() for _, line in rows]
+    labels = np.array([LABELS[f[0].lower()] for f in split], np.int64) if width == 3 else None
+    return labels, [f[-2] for f in split], [f[-1] for f in split]
+
+
+def read_trials(path, strict: bool = True) -> Trials:
+    """The trial list at ``path`` (CRLF or LF, blank lines and a missing final newline accepted).
+
+    ``strict`` (EER_full.py, EER_short.py, validation: VoxCeleb lists): every line ``label enroll
+    test`` with label 0 or 1 and names ``speaker/session/utterance.wav``. Not strict (score.py: users'
+    lists): labels 1/0 or target/nontarget, or no labels at all (``labels`` None), entries of any form."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"trial list not found: {path}")
@@ -56,11 +76,12 @@ def read_trials(path) -> Trials:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise UserInputError(f"{path}: not a text trial list ({error.reason} at byte {error.start})") from None
-    rows = [parse_trial_line(line, number, path)
-            for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not rows:
         raise UserInputError(f"{path}: the trial list has no trials")
-    labels, enroll, test = zip(*rows)
+    if not strict:
+        return Trials(*parse_lenient_rows(rows, path), path)
+    labels, enroll, test = zip(*(parse_trial_line(line, number, path) for number, line in rows))
     return Trials(np.array(labels, dtype=np.int64), list(enroll), list(test), path)
 
 
@@ -70,13 +91,7 @@ def feature_relpath(name: str) -> PurePosixPath:
 
 def voxceleb1_feature_roots(save_path) -> list:
     """VoxCeleb1 test then dev feature folders (those that exist); a clear error if neither does."""
-    candidates = [configure.feature_dir(save_path, "voxceleb1", split) for split in ("test", "dev")]
-    roots = [root for root in candidates if root.is_dir()]
-    if not roots:
-        raise UserInputError("no VoxCeleb1 features found: neither "
-                             + " nor ".join(str(root) for root in candidates)
-                             + " exists (run dataprep.py / feature extraction, or pass --save_path)")
-    return roots
+    return configure.feature_roots(save_path, configure.VOXCELEB1_SPLITS, "any", "VoxCeleb1 features")
 
 
 def locate_features(names, roots) -> dict:

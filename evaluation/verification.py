@@ -5,21 +5,23 @@ import json
 import sys
 from pathlib import Path
 
+import configure
 from common.errors import UserInputError
 from evaluation.audio_inputs import collect_inputs
 from evaluation.calibration import calibration_beside
+from evaluation.cli import result_name
 from evaluation.speaker_encoder import SpeakerEncoder
-from model.checkpoint import checkpoint_number, resolve_checkpoint
+from model.checkpoint import resolve_checkpoint
 
 
 def eer_threshold_file(checkpoint_path, cp_num=None) -> Path:
     """``eer_full_cpXXX.json`` beside the checkpoint: XXX is ``cp_num`` when given (as EER_full.py
     names it), else read from a ``checkpoint_XXX.pth`` name (None for other names)."""
     if cp_num is None:
-        cp_num = checkpoint_number(checkpoint_path)
+        cp_num = configure.checkpoint_number(checkpoint_path)
         if cp_num is None:
             return None
-    return Path(checkpoint_path).parent / f"eer_full_cp{cp_num:03d}.json"
+    return Path(checkpoint_path).parent / result_name("eer_full", cp_num, ".json")
 
 
 def read_eer_threshold(json_path) -> float:

@@ -18,7 +18,6 @@ decoding part of the way through (a truncated FLAC, a broken ffmpeg stream) is r
 import math
 import subprocess
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -162,11 +161,3 @@ class AudioStream(SampleStream):
                     process.kill()
                 process.wait()
                 process.stdout.close()
-
-
-def open_stream(path_or_samples, block_seconds: float = BLOCK_SECONDS, source="array", notes=()) -> SampleStream:
-    """An ``AudioStream`` for a path; an ``ArrayStream`` for 16 kHz int16-scale mono samples."""
-    if isinstance(path_or_samples, (str, Path)):
-        return AudioStream(path_or_samples, block_seconds)
-    return ArrayStream(path_or_samples, source, notes, block_seconds)
-

@@ -308,8 +308,7 @@ def feature_roots(args) -> list:
     """The feature folders a command works on: --out_dir, or those of configure.SPLITS that exist."""
     if args.out_dir:
         return [Path(args.out_dir)]
-    save_path = Path(args.save_path or configure.save_path)
-    return [save_path / feat for _, feat in configure.SPLITS.values() if (save_path / feat).is_dir()]
+    return configure.feature_roots(args.save_path or configure.save_path)
 
 
 def index_only(args) -> None:

@@ -13,7 +13,6 @@ either way ``--cp_num N`` resumes at epoch N + 1 and the API reports N.
 """
 import hashlib
 import pickle  # only for its exception type: nothing here unpickles
-import re
 from pathlib import Path
 
 import torch
@@ -102,7 +101,7 @@ def trained_epochs(checkpoint: dict, path=None):
     if "epoch" in checkpoint:
         epoch = int(checkpoint["epoch"])
         return epoch - 1 if is_original_layout(checkpoint) else epoch
-    return checkpoint_number(path) if path is not None else None
+    return configure.checkpoint_number(path) if path is not None else None
 
 
 def load_checkpoint(path) -> dict:
@@ -129,14 +128,9 @@ def checkpoint_digest(path) -> str:
         return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
-def checkpoint_number(path):
-    """The epoch ``N`` of a ``checkpoint_N.pth`` file name; None for any other name."""
-    match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(path).name)
-    return int(match.group(1)) if match else None
-
-
 def available_checkpoints(folder) -> list:
-    numbers = [checkpoint_number(path) for path in Path(folder).glob("checkpoint_*.pth")]
+    """The epochs of the ``checkpoint_N.pth`` files in ``folder`` (names: configure.py), sorted."""
+    numbers = [configure.checkpoint_number(path) for path in Path(folder).glob(configure.CHECKPOINT_GLOB)]
     return sorted(number for number in numbers if number is not None)
 
 

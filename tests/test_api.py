@@ -210,7 +210,7 @@ def test_verify_uses_saved_eer_threshold(checkpoint, encoder, tmp_path):
 def test_verify_threshold_override_and_n_folder(tmp_path, capsys):
     saved = tmp_path / "saved"
     tiny_checkpoint(configure.checkpoint_path(1, 5, saved), epoch=5)
-    (configure.model_dir(1, saved) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
+    (configure.run_folder(1, saved) / "eer_full_cp005.json").write_text('{"threshold": -1.0}')
     enroll, test = write_pair(tmp_path)
     score, threshold, accepted = verify_cmd.main(["--n_folder", "1", "--cp_num", "5", "--model_dir", str(saved),
                                                   "--threshold", "0.999999", str(enroll), str(test)])

@@ -223,3 +223,47 @@ def test_train_start_up_phases_of_the_real_train_py(tmp_path):
                         {"name": "b", "start": 0.5, "end": 0.5 + wall / 2, "cpu": cpu / 2, "depth": 1}]}
             for wall, cpu in ((1.0, 0.5), (3.0, 0.1), (2.0, 0.2))]
     assert phase_medians(runs) == [("a", 0, 2.0, 0.2), ("b", 1, 1.0, 0.1)]
+
+
+def test_gpu_speed_script_dry_run_on_the_cpu_writes_every_figure_and_the_lever_table(tmp_path):
+    """bench/gpu_speed.sh at toy size (TINY=1) on the CPU: every step runs, the JSON holds every figure
+    issue 23 asks for, and the markdown lists every lever (those needing CUDA or torch.compile skipped,
+    with the reason). Figures are checked for consistency with each other, not for speed."""
+    import subprocess
+    import sys
+
+    from bench.gpu_speed import LEVERS, VOX2_CROPS
+    from tests.conftest import ROOT
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ, TINY="1", OUT=str(out), WORK=str(work), PY=sys.executable)
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_speed.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
+    assert {name: rc for name, rc in steps.items() if rc != "0"} == {}
+    assert set(steps) >= {"corpus", "features", "levers", "train_bf16", "train_fp32", "train_torchrun", "original",
+                          "eer_short", "exit_probe"}
+    [json_path] = out.glob("*-cpu-speed.json")
+    result = json.loads(json_path.read_text())
+    for key in ("device", "train_crops_per_s_bf16", "train_mfu_bf16", "train_crops_per_s_fp32", "train_mfu_fp32",
+                "train_speedup_vs_original", "eer_short_speedup_vs_original", "vox2_epoch_s",
+                "torchrun_1gpu_crops_per_s", "exit_after_last_epoch_s"):
+        assert key in result, key
+    assert result["device"] == "cpu" and result["train_mfu_bf16"] is None   # no peak for a CPU
+    assert result["vox2_epoch_s"] == pytest.approx(VOX2_CROPS / result["train_crops_per_s_bf16"])
+    assert result["train_speedup_vs_original"] == pytest.approx(
+        result["train_crops_per_s_bf16"] / result["original_crops_per_s"])
+    assert result["exit_probe_workers"] == 2 and 0 < result["exit_after_last_epoch_s"] < 60
+    assert result["flops_per_step"] > 0 and result["crops_per_step"] == 12   # 4-way 1-shot 2-query
+    assert set(result["eer_short"]["by_precision"]) == {"fp32", "tf32", "bf16"}
+    levers = result["levers"]
+    assert list(levers) == [lever.name for lever in LEVERS]
+    assert levers["graphs_bf16"]["status"] == "skipped: needs CUDA"
+    assert levers["compile_bf16"]["status"] == "skipped: not in --levers"
+    assert levers["eager_bf16"]["status"] == "ok" and levers["eager_bf16"]["crops_per_s"] == pytest.approx(
+        12 * levers["eager_bf16"]["steps_per_s"])
+    assert (work / "best_bf16.flags").read_text().split()[0] == "--amp"
+    table = json_path.with_suffix(".md").read_text()
+    assert "| train_crops_per_s_bf16 |" in table and "| vox2_epoch_s |" in table
+    for lever in LEVERS:
+        assert f"| {lever.name} | `{' '.join(lever.flags) or '(none)'}` |" in table

@@ -265,7 +265,7 @@ WRITING_METHODS = {"save", "savez", "savez_compressed", "savefig", "write_text",
 # open(..., "w"/"a") outside atomic_path, each with its reason
 NON_ATOMIC_ALLOWED = {("prep/download.py", "write_stream"):
                       "the resumable <part>.part download; renamed to <part> only after its MD5 matches",
-                      ("export.py", "serialise"):
+                      ("evaluation/export.py", "serialise"):
                       "ONNX into an in-memory buffer, which export.write_bytes writes through atomic_path"}
 
 

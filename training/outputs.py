@@ -10,12 +10,13 @@ import json
 import math
 from pathlib import Path
 
+import configure
 from common.files import atomic_path, write_text
 from evaluation.validation import BEST_NAME, VAL_LOG_FIELDS
 from training.config import TrainConfig
 
 TRAIN_LOG_FIELDS = ("epoch", "loss", "loss_e", "loss_g", "acc_e", "acc_g", "lr", "seconds", "samples_per_s")
-OWN_TEMPORARIES = (".checkpoint_*.pth.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
+OWN_TEMPORARIES = (f".{configure.CHECKPOINT_GLOB}.*.tmp", ".train_log.csv.*.tmp", ".train_curves.png.*.tmp.png",
                    ".config.json.*.tmp", f".{BEST_NAME}.*.tmp")
 TENSORBOARD_FOLDER = "tensorboard"
 # train_log.csv column -> TensorBoard tag
@@ -27,7 +28,7 @@ SCALAR_TAGS = {"loss": "loss/total", "loss_e": "loss/episodic", "loss_g": "loss/
 
 def run_folder(config: TrainConfig) -> Path:
     """``<model_dir>/baseline_{n_folder:03d}``: where a run's checkpoints and logs go."""
-    return Path(config.model_dir) / f"baseline_{config.n_folder:03d}"
+    return configure.run_folder(config.n_folder, config.model_dir)
 
 
 def read_train_log(path, before_epoch: int) -> list:
@@ -136,7 +137,7 @@ class RunOutputs:
         self.tensorboard = TensorBoardLog(self.folder / TENSORBOARD_FOLDER) if config.tensorboard else None
 
     def checkpoint(self, epoch: int) -> Path:
-        return self.folder / f"checkpoint_{epoch:03d}.pth"
+        return self.folder / configure.checkpoint_name(epoch)
 
     @property
     def best(self) -> Path:

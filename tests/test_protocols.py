@@ -174,3 +174,18 @@ def test_damaged_cache_part_is_one_clear_error(utterances, tmp_path):
     part.write_bytes(part.read_bytes()[:100])
     with pytest.raises(UserInputError, match=f"delete {tmp_path / 'c'}"):
         cached_embeddings(model, names[:3], located, "cpu", 4, tmp_path / "c")
+
+
+def test_e_and_h_need_voxceleb1_dev_features_named_before_any_work(setup, monkeypatch, tmp_path):  # noqa: F811
+    import shutil
+    monkeypatch.setattr(configure, "LISTS_DIR", tmp_path / "lists")
+    listed_trials(setup, tmp_path / "lists")
+    (tmp_path / "lists" / "list_test_hard2.txt").rename(tmp_path / "lists" / "list_test_all2.txt")
+    data = tmp_path / "data"
+    shutil.copytree(configure.feature_dir(setup / "data", "voxceleb1", "test"),
+                    configure.feature_dir(data, "voxceleb1", "test"))
+    dev = configure.feature_dir(data, "voxceleb1", "dev")
+    for script in ("EER_full.py", "EER_short.py"):
+        result = run_here(script, setup, "--protocol", "E", "--save_path", data, out=tmp_path.name)
+        expect_error(result, "--protocol E uses all of VoxCeleb1 (dev and test): features not found at", str(dev))
+        assert "checkpoint:" not in result.stdout

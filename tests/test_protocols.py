@@ -189,3 +189,29 @@ def test_e_and_h_need_voxceleb1_dev_features_named_before_any_work(setup, monkey
         result = run_here(script, setup, "--protocol", "E", "--save_path", data, out=tmp_path.name)
         expect_error(result, "--protocol E uses all of VoxCeleb1 (dev and test): features not found at", str(dev))
         assert "checkpoint:" not in result.stdout
+
+
+def test_interrupted_eer_full_resumes_to_the_same_score_file(setup, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setattr(configure, "LISTS_DIR", tmp_path / "lists")
+    monkeypatch.setattr(embedding_cache, "DEFAULT_CHUNK", 8)
+    listed_trials(setup, tmp_path / "lists")
+    flags = ["--protocol", "H", "--batch_size", 4]
+    assert run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_whole").returncode == 0
+    real_write, written = embedding_cache.write_part, []
+
+    def stop_after_one(*args):
+        if written:
+            raise Interrupted
+        written.append(real_write(*args))
+
+    monkeypatch.setattr(embedding_cache, "write_part", stop_after_one)
+    with pytest.raises(Interrupted):
+        run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_cut")
+    monkeypatch.setattr(embedding_cache, "write_part", real_write)
+    out = setup / f"{tmp_path.name}_cut"
+    (folder,) = (out / "embedding_cache").iterdir()
+    assert len(read_cache(folder)) == 8 and not (out / "scores_full_cp100.txt").exists()
+    resumed = run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_cut")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = (setup / f"{tmp_path.name}_whole" / "scores_full_cp100.txt").read_bytes()
+    assert (out / "scores_full_cp100.txt").read_bytes() == whole

@@ -267,3 +267,44 @@ def test_gpu_speed_script_dry_run_on_the_cpu_writes_every_figure_and_the_lever_t
     assert "| train_crops_per_s_bf16 |" in table and "| vox2_epoch_s |" in table
     for lever in LEVERS:
         assert f"| {lever.name} | `{' '.join(lever.flags) or '(none)'}` |" in table
+
+
+def test_gpu_speed_summary_of_an_h100_run_computes_mfu_speedups_and_names_the_files(tmp_path):
+    """The summary's arithmetic on made-up results of a GPU run: MFU = crops/s / crops per step x FLOPs
+    per step / the card's dense peak (H100 SXM: 989 TFLOPS bf16, 494 TF32)."""
+    import time
+
+    from bench.gpu_speed import main
+    work, models, out = tmp_path / "work", tmp_path / "models", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    lever = {"status": "ok", "steps_per_s": 50.0, "crops_per_s": 15000.0, "first_pass_s": 3.0, "flags": ["--amp"],
+             "note": "bf16", "amp": True}
+    (work / "levers.json").write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3", "flops_per_step": 9.89e11, "crops_per_step": 300, "way": 100,
+        "channels": 32, "episodes": 20, "passes": 2, "levers": {"eager_bf16": lever}}))
+    (work / "original.json").write_text(json.dumps({"original_crops_per_s": 4000.0}))
+    (work / "eer_short.json").write_text(json.dumps({"by_precision": {
+        "fp32": {"s_per_1000_trials": 0.2, "baseline": 5.0, "speedup": 25.0}, "bf16": {"failed": "scores"}}}))
+    (work / "exit.json").write_text(json.dumps({"after_last_epoch_s": 1.5, "workers": 12}))
+    for name, flags in (("bf16", "--amp --cuda_graphs"), ("fp32", "--cuda_graphs"), ("ddp", "--amp")):
+        (work / f"best_{name}.flags").write_text(flags + "\n")
+    for run, rate in ((1, 30000.0), (2, 12000.0), (3, 20000.0), (4, 21000.0)):
+        (models / f"baseline_{run:03d}").mkdir(parents=True)
+        (models / f"baseline_{run:03d}" / "train_log.csv").write_text(
+            f"epoch,samples_per_s\n1,10.0\n2,{rate}\n")
+    summary = main(["summary", "--out", str(out), "--work", str(work), "--models", str(models)])
+    assert summary["train_crops_per_s_bf16"] == 30000.0
+    assert summary["train_mfu_bf16"] == pytest.approx(30000 / 300 * 9.89e11 / 989e12)   # 0.1
+    assert summary["train_mfu_fp32"] == pytest.approx(12000 / 300 * 9.89e11 / 494e12)
+    assert summary["train_speedup_vs_original"] == pytest.approx(7.5)
+    assert summary["vox2_epoch_s"] == pytest.approx(1_092_009 / 30000)
+    assert summary["torchrun_vs_plain_same_flags"] == pytest.approx(20000 / 21000)   # run 4: torchrun's flags
+    assert summary["eer_short_speedup_vs_original"] == 25.0
+    assert summary["eer_short_full_protocol_s_per_length_fp32"] == pytest.approx(0.2 * 250.2)
+    assert "eer_short_speedup_vs_original_bf16" not in summary
+    stem = f"{time.strftime('%Y-%m-%d')}-h100-speed"
+    assert json.loads((out / f"{stem}.json").read_text())["levers"]["eager_bf16"]["steps_per_s"] == 50.0
+    table = (out / f"{stem}.md").read_text()
+    assert "| train_mfu_bf16 | 0.100 |" in table
+    assert "| eager_bf16 | `--amp` | 50.0 | 15,000 | 5.0 % | 1.00 | 3.0 | ok | bf16 |" in table

@@ -7,6 +7,7 @@ Data layout under ``save_path`` (as the paper's code lays it out):
 """
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -91,7 +92,6 @@ def checkpoint_name(epoch: int) -> str:
 
 def checkpoint_number(path):
     """The epoch ``N`` of a ``checkpoint_N.pth`` file name; None for any other name."""
-    import re
     match = re.fullmatch(r"checkpoint_(\d+)\.pth", Path(path).name)
     return int(match.group(1)) if match else None
 

@@ -18,6 +18,7 @@ from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_ARGS, DEFAULT_MODEL, MODELS
 from model.resnet import BLOCKS_PER_STAGE
+from training.fast_paths import COMPILE_MODES, SGD_IMPLS
 
 RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
     add_validation_arguments(parser)
     add_waveform_arguments(parser)
+    add_speed_arguments(parser)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML or JSON file of settings (e.g. a run's config.json); flags override it")
     parser.add_argument("--tensorboard", type=configure.str2bool, nargs="?", const=True, default=False,
@@ -105,6 +107,19 @@ def add_waveform_arguments(parser) -> None:
     parser.add_argument("--wav_fbank", choices=FBANK_PLACES, default=FBANK_PLACES[0],
                         help="--input wav: compute the features in the DataLoader workers, or on the training "
                              "device (GPU) in the step, from the crops' samples")
+
+
+def add_speed_arguments(parser) -> None:
+    """Opt-in faster paths (training/fast_paths.py; docs/bench.md): off by default."""
+    str2bool = configure.str2bool
+    parser.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=None,
+                        help="NHWC convolutions (default: on the GPU only)")
+    parser.add_argument("--sgd_impl", choices=SGD_IMPLS, default="default",
+                        help="SGD kernels: torch's choice, the for-loop, foreach (bitwise equal) or fused")
+    parser.add_argument("--compile", choices=COMPILE_MODES, nargs="?", const="default", default=None,
+                        help="torch.compile the encoder (mode; compiling takes a minute or more at start)")
+    parser.add_argument("--cuda_graphs", type=str2bool, nargs="?", const=True, default=False,
+                        help="replay each episode shape's forward + backward from a CUDA graph (GPU, one process)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

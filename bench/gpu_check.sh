@@ -12,14 +12,8 @@
 # not stop the later ones. bench/gpu_summary.py turns $OUT into the markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python3}
-OUT=${OUT:?set OUT to the results folder}
-mkdir -p "$OUT"
-WORK=${WORK:-$(mktemp -d /tmp/meta_sr_gpu_XXXX)}
-mkdir -p "$WORK"
-DATA=$WORK/data
-MODELS=$WORK/saved_model
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+source bench/gpu_steps.sh   # run_folders PREFIX; step NAME TIMEOUT_S command...
+run_folders meta_sr_gpu
 if [ "${TINY:-0}" = 1 ]; then
   SPEAKERS=12; UTTS=8; TEST_SPEAKERS=6; WAY=4; EPISODES=3; EPOCHS=2; CHANNELS=4; WORKERS=2
   BENCH="--quick"; ID_WAY=4; ID_EPISODES=5
@@ -30,7 +24,6 @@ fi
 
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-480} ))   # steps are cut short so that the summary still runs
 STEP_LOGS=$WORK; STEP_MIN_S=20; STEP_TAIL=25
-source bench/gpu_steps.sh   # step NAME TIMEOUT_S command...
 
 : > "$OUT/steps.tsv"
 { nvidia-smi || true; $PY -c "import torch, sys; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"; nproc; } > "$OUT/versions.txt" 2>&1

@@ -1,4 +1,18 @@
-# Sourced by bench/gpu_check.sh and bench/gpu_wav_check.sh: `step NAME TIMEOUT_S command...` runs one step
+# Sourced by bench/gpu_check.sh, bench/gpu_wav_check.sh and bench/gpu_speed.sh.
+# `run_folders PREFIX` sets PY (default python3), OUT (required), WORK (default a new /tmp/PREFIX_XXXX), DATA
+# and MODELS inside it, and the environment every check runs in.
+run_folders() {
+  PY=${PY:-python3}
+  OUT=${OUT:?set OUT to the results folder}
+  mkdir -p "$OUT"
+  WORK=${WORK:-$(mktemp -d "/tmp/$1_XXXX")}
+  mkdir -p "$WORK"
+  DATA=$WORK/data
+  MODELS=$WORK/saved_model
+  export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+}
+
+# `step NAME TIMEOUT_S command...` runs one step
 # under `timeout` (cut to what is left before $DEADLINE; skipped with less than $STEP_MIN_S left), writes its
 # output to $STEP_LOGS/NAME.log, shows its last $STEP_TAIL lines, and records exit code and seconds in
 # $OUT/steps.tsv. A failing step does not stop the later ones.

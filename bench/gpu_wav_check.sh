@@ -12,13 +12,8 @@
 # the later ones; bench/gpu_wav_summary.py turns $OUT into a markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python3}
-OUT=${OUT:?set OUT to the results folder}
-mkdir -p "$OUT"
-WORK=${WORK:-$(mktemp -d /tmp/meta_sr_gpu_wav_XXXX)}
-DATA=$WORK/data
-MODELS=$WORK/saved_model
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+source bench/gpu_steps.sh   # run_folders PREFIX; step NAME TIMEOUT_S command...
+run_folders meta_sr_gpu_wav
 if [ "${TINY:-0}" = 1 ]; then
   SPEAKERS=12; UTTS=8; TEST_SPEAKERS=6; WAY=4; EPISODES=3; CHANNELS=4; WORKERS=2; PROFILE_EPISODES=2
 else
@@ -27,7 +22,6 @@ else
 fi
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-420} ))
 STEP_LOGS=$OUT; STEP_MIN_S=15; STEP_TAIL=8
-source bench/gpu_steps.sh   # step NAME TIMEOUT_S command...
 
 : > "$OUT/steps.tsv"
 { nvidia-smi -L || true; $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"; nproc; } > "$OUT/versions.txt" 2>&1

@@ -50,7 +50,8 @@ def embedding_rate(store_root: Path, width: int, batch_size: int, repeats: int, 
 def synthetic_list(path: Path, names: list, n_trials: int, rng) -> None:
     pairs = rng.integers(0, len(names), (n_trials, 2))
     labels = rng.integers(0, 2, n_trials)
-    path.write_text("".join(f"{label} {names[a]} {names[b]}\n" for label, (a, b) in zip(labels, pairs)))
+    from common.files import write_text
+    write_text(path, "".join(f"{label} {names[a]} {names[b]}\n" for label, (a, b) in zip(labels, pairs)))
 
 
 def full_size_steps(work: Path) -> dict:

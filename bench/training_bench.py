@@ -50,12 +50,12 @@ def measured_gmac_per_crop(channels: int = 32, frames: int = 200) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def train_config(episode: EpisodeConfig, workers: int, amp: bool) -> TrainConfig:
+def train_config(episode: EpisodeConfig, workers: int, amp: bool, channels: int = 32) -> TrainConfig:
     """train.py's settings for prototypical + GC at full width (its defaults) and this episode shape."""
     flags = ["--loss_type", "prototypical", "--use_GC", "True", "--nb_class_train", str(episode.n_way),
              "--n_shot", str(episode.n_shot), "--n_query", str(episode.n_query),
              "--use_variable", str(episode.variable_query), "--seed", "0", "--backbone", "resnet34",
-             "--channels", "32", "--workers", str(workers), "--amp", str(amp)]
+             "--channels", str(channels), "--workers", str(workers), "--amp", str(amp)]
     return resolve_config(train.build_parser().parse_args(flags))
 
 
@@ -96,10 +96,10 @@ def episode_source(store, corpus, config: TrainConfig, n_episodes: int, device, 
     return (episode_from_pickles(pickle_paths, dataset.plan(i)) for i in range(n_episodes))
 
 
-def run_loop(store, episode, steps, warmup, workers, device, ours: bool, amp: bool = False):
+def run_loop(store, episode, steps, warmup, workers, device, ours: bool, amp: bool = False, channels: int = 32):
     """(crops/s, achieved FLOP/s) of ``steps`` timed training.step.train_step calls after ``warmup``."""
     corpus = FeatureCorpus(store.float32)
-    config = train_config(episode, workers, amp and ours)
+    config = train_config(episode, workers, amp and ours, channels)
     # no cuDNN autotuning: with variable queries each new query length would be tuned inside these few
     # timed steps; bench/gpu_check.sh measures autotuning over whole epochs of train.py instead
     torch.backends.cudnn.benchmark = False

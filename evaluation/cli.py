@@ -10,6 +10,7 @@ from common.files import write_text
 from common.preflight import check_room
 from evaluation.metrics import P_TARGETS, verification_report
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
+from evaluation.precision import add_precision_argument, with_precision
 from feat_extract.fbank import WIN_STEP
 from model.checkpoint import load_encoder, resolve_checkpoint
 
@@ -27,6 +28,7 @@ def add_model_arguments(parser, batch_size: int = 64) -> None:
                         help="where result files go (default: the checkpoint's folder)")
     parser.add_argument("--reindex", action="store_true",
                         help="rebuild the feature folders' corpus index first (done by itself when stale)")
+    add_precision_argument(parser)
 
 
 def add_chunk_seconds_argument(parser) -> None:
@@ -57,9 +59,12 @@ def load_model(args):
     if args.checkpoint and number is not None:  # result files carry the checkpoint's own number
         args.cp_num = number
     model, _ = load_encoder(path, args.device)
+    precision = getattr(args, "eval_precision", "fp32")
+    model = with_precision(model, precision)   # opt-in TF32 / bfloat16 (evaluation/precision.py)
     out_dir = check_room(Path(args.out_dir) if args.out_dir else path.parent, RESULT_BYTES, "the result files")
     print(f"checkpoint: {path} ({model.backbone}, width {model.channels}, "
-          f"{model.num_classes} training classes) on {args.device}")
+          f"{model.num_classes} training classes) on {args.device}"
+          f"{'' if precision == 'fp32' else ', ' + precision}")
     return model, path, out_dir
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import configure
 from common.errors import UserInputError
 from evaluation.embedding_cache import cache_identity, open_cache
-from evaluation.trials import read_trials
+from evaluation.trials import read_trials, voxceleb1_feature_roots
 
 
 PAPER_LIST = configure.VOX1_O_TRIALS.relative_to(configure.PROJECT_ROOT)
@@ -55,6 +55,15 @@ def trial_list_path(args) -> Path:
     if args.protocol:
         return protocol_list(args.protocol)
     return Path(args.trials) if args.trials else configure.VOX1_O_TRIALS
+
+
+def protocol_feature_roots(args) -> list:
+    """VoxCeleb1's feature folders for the flags' list: both test and dev for the E and H protocols
+    (an error naming the missing one before any work), else those that exist."""
+    if args.protocol and not args.protocol.startswith("O"):
+        return configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS, "all",
+                                       f"--protocol {args.protocol} uses all of VoxCeleb1 (dev and test): features")
+    return voxceleb1_feature_roots(args.save_path)
 
 
 def selected_trials(args):

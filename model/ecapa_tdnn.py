@@ -120,12 +120,13 @@ class EcapaEncoder(Encoder):
     """ECAPA-TDNN with the encoder interface (model/encoder.py):
     (n, 1, 40, T) -> (n, 256), ``forward(x, lengths)``, ``weight`` (num_classes x 256) for the
     classification losses, ``model_args``. ``backbone`` (the ResNet depth flag) does not apply."""
+    n_mels = 40     # the stem's input channels
 
     def __init__(self, num_classes: int, channels: int = 512, backbone: str = None):
         super().__init__()
         self.backbone, self.channels, self.num_classes = "ecapa_tdnn", channels, num_classes
         self.model_args = {"num_classes": num_classes, "channels": channels}
-        self.ecapa = EcapaTdnn(channels)
+        self.ecapa = EcapaTdnn(channels, self.n_mels)
         self.weight = nn.Parameter(torch.empty(num_classes, EMBEDDING_SIZE))
         nn.init.xavier_uniform_(self.weight)
 

@@ -33,13 +33,15 @@ class Encoder(nn.Module):
     """Base class of the registered encoders (model/registry.py); see the module docstring."""
 
     __jit_unused_properties__ = ["embedding_size"]
+    n_mels: Optional[int] = None      # the filter count the encoder needs, when it needs one (ECAPA: 40)
 
     @property
     def embedding_size(self) -> int:
         return int(self.weight.shape[1])
 
     def check_input(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> None:
-        """``x`` is (batch, 1, n_mels, frames) with frames >= 1; ``lengths``, when given, holds one
+        """``x`` is (batch, 1, n_mels, frames) with frames >= 1 (and ``n_mels`` filters when the encoder
+        sets it); ``lengths``, when given, holds one
         valid-frame count in [1, frames] per item. Skipped while tracing (export.py): a traced graph
         would keep the checks' outcome for the example input as constants."""
         if torch.jit.is_tracing():
@@ -47,6 +49,8 @@ class Encoder(nn.Module):
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[3] < 1:
             raise ValueError("encoder input must be (batch, 1, n_mels, frames) with at least one frame, got "
                              + str(list(x.shape)))
+        if self.n_mels is not None and x.shape[2] != self.n_mels:
+            raise ValueError("this encoder takes " + str(self.n_mels) + " mel filters, got " + str(x.shape[2]))
         if lengths is not None:
             if lengths.dim() != 1 or lengths.shape[0] != x.shape[0]:
                 raise ValueError("lengths must hold one valid-frame count per item: " + str(list(lengths.shape))

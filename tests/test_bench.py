@@ -223,3 +223,88 @@ def test_train_start_up_phases_of_the_real_train_py(tmp_path):
                         {"name": "b", "start": 0.5, "end": 0.5 + wall / 2, "cpu": cpu / 2, "depth": 1}]}
             for wall, cpu in ((1.0, 0.5), (3.0, 0.1), (2.0, 0.2))]
     assert phase_medians(runs) == [("a", 0, 2.0, 0.2), ("b", 1, 1.0, 0.1)]
+
+
+def test_gpu_speed_script_dry_run_on_the_cpu_writes_every_figure_and_the_lever_table(tmp_path):
+    """bench/gpu_speed.sh at toy size (TINY=1) on the CPU: every step runs, the JSON holds every figure
+    issue 23 asks for, and the markdown lists every lever (those needing CUDA or torch.compile skipped,
+    with the reason). Figures are checked for consistency with each other, not for speed."""
+    import subprocess
+    import sys
+
+    from bench.gpu_speed import LEVERS, VOX2_CROPS
+    from tests.conftest import ROOT
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ, TINY="1", OUT=str(out), WORK=str(work), PY=sys.executable)
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_speed.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
+    assert {name: rc for name, rc in steps.items() if rc != "0"} == {}
+    assert set(steps) >= {"corpus", "features", "levers", "train_bf16", "train_fp32", "train_torchrun", "original",
+                          "eer_short", "exit_probe"}
+    [json_path] = out.glob("*-cpu-speed.json")
+    result = json.loads(json_path.read_text())
+    for key in ("device", "train_crops_per_s_bf16", "train_mfu_bf16", "train_crops_per_s_fp32", "train_mfu_fp32",
+                "train_speedup_vs_original", "eer_short_speedup_vs_original", "vox2_epoch_s",
+                "torchrun_1gpu_crops_per_s", "exit_after_last_epoch_s"):
+        assert key in result, key
+    assert result["device"] == "cpu" and result["train_mfu_bf16"] is None   # no peak for a CPU
+    assert result["vox2_epoch_s"] == pytest.approx(VOX2_CROPS / result["train_crops_per_s_bf16"])
+    assert result["train_speedup_vs_original"] == pytest.approx(
+        result["train_crops_per_s_bf16"] / result["original_crops_per_s"])
+    assert result["exit_probe_workers"] == 2 and 0 < result["exit_after_last_epoch_s"] < 60
+    assert result["flops_per_step"] > 0 and result["crops_per_step"] == 12   # 4-way 1-shot 2-query
+    assert set(result["eer_short"]["by_precision"]) == {"fp32", "tf32", "bf16"}
+    levers = result["levers"]
+    assert list(levers) == [lever.name for lever in LEVERS]
+    assert levers["graphs_bf16"]["status"] == "skipped: needs CUDA"
+    assert levers["compile_bf16"]["status"] == "skipped: not in --levers"
+    assert levers["eager_bf16"]["status"] == "ok" and levers["eager_bf16"]["crops_per_s"] == pytest.approx(
+        12 * levers["eager_bf16"]["steps_per_s"])
+    assert (work / "best_bf16.flags").read_text().split()[0] == "--amp"
+    table = json_path.with_suffix(".md").read_text()
+    assert "| train_crops_per_s_bf16 |" in table and "| vox2_epoch_s |" in table
+    for lever in LEVERS:
+        assert f"| {lever.name} | `{' '.join(lever.flags) or '(none)'}` |" in table
+
+
+def test_gpu_speed_summary_of_an_h100_run_computes_mfu_speedups_and_names_the_files(tmp_path):
+    """The summary's arithmetic on made-up results of a GPU run: MFU = crops/s / crops per step x FLOPs
+    per step / the card's dense peak (H100 SXM: 989 TFLOPS bf16, 494 TF32)."""
+    import time
+
+    from bench.gpu_speed import main
+    work, models, out = tmp_path / "work", tmp_path / "models", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    lever = {"status": "ok", "steps_per_s": 50.0, "crops_per_s": 15000.0, "first_pass_s": 3.0, "flags": ["--amp"],
+             "note": "bf16", "amp": True}
+    (work / "levers.json").write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3", "flops_per_step": 9.89e11, "crops_per_step": 300, "way": 100,
+        "channels": 32, "episodes": 20, "passes": 2, "levers": {"eager_bf16": lever}}))
+    (work / "original.json").write_text(json.dumps({"original_crops_per_s": 4000.0}))
+    (work / "eer_short.json").write_text(json.dumps({"by_precision": {
+        "fp32": {"s_per_1000_trials": 0.2, "baseline": 5.0, "speedup": 25.0}, "bf16": {"failed": "scores"}}}))
+    (work / "exit.json").write_text(json.dumps({"after_last_epoch_s": 1.5, "workers": 12}))
+    for name, flags in (("bf16", "--amp --cuda_graphs"), ("fp32", "--cuda_graphs"), ("ddp", "--amp")):
+        (work / f"best_{name}.flags").write_text(flags + "\n")
+    for run, rate in ((1, 30000.0), (2, 12000.0), (3, 20000.0), (4, 21000.0)):
+        (models / f"baseline_{run:03d}").mkdir(parents=True)
+        (models / f"baseline_{run:03d}" / "train_log.csv").write_text(
+            f"epoch,samples_per_s\n1,10.0\n2,{rate}\n")
+    summary = main(["summary", "--out", str(out), "--work", str(work), "--models", str(models)])
+    assert summary["train_crops_per_s_bf16"] == 30000.0
+    assert summary["train_mfu_bf16"] == pytest.approx(30000 / 300 * 9.89e11 / 989e12)   # 0.1
+    assert summary["train_mfu_fp32"] == pytest.approx(12000 / 300 * 9.89e11 / 494e12)
+    assert summary["train_speedup_vs_original"] == pytest.approx(7.5)
+    assert summary["vox2_epoch_s"] == pytest.approx(1_092_009 / 30000)
+    assert summary["torchrun_vs_plain_same_flags"] == pytest.approx(20000 / 21000)   # run 4: torchrun's flags
+    assert summary["eer_short_speedup_vs_original"] == 25.0
+    assert summary["eer_short_full_protocol_s_per_length_fp32"] == pytest.approx(0.2 * 250.2)
+    assert "eer_short_speedup_vs_original_bf16" not in summary
+    stem = f"{time.strftime('%Y-%m-%d')}-h100-speed"
+    assert json.loads((out / f"{stem}.json").read_text())["levers"]["eager_bf16"]["steps_per_s"] == 50.0
+    table = (out / f"{stem}.md").read_text()
+    assert "| train_mfu_bf16 | 0.100 |" in table
+    assert "| eager_bf16 | `--amp` | 50.0 | 15,000 | 5.0 % | 1.00 | 3.0 | ok | bf16 |" in table

@@ -47,8 +47,11 @@ def test_chunking_hook_agrees_with_forward(model_name):
         assert torch.equal(model.embed_from_pooled(maps.mean(dim=(2, 3))), model(x))
 
 
-def test_ecapa_says_it_cannot_be_chunked():
-    assert tiny_encoder("ecapa_tdnn", num_classes=2).chunk_geometry() is None
+def test_ecapa_says_it_cannot_be_chunked_and_needs_40_filters():
+    model = tiny_encoder("ecapa_tdnn", num_classes=2)
+    assert model.chunk_geometry() is None
+    with pytest.raises(ValueError, match="^this encoder takes 40 mel filters, got 64$"):
+        model(torch.randn(1, 1, 64, 30))
 
 
 def test_nothing_outside_model_names_a_resnet_internal():

@@ -19,6 +19,7 @@ from evaluation.validation import DEFAULT_VAL_INTERVAL
 from model.loss import CLASSIFICATION_LOSSES, LOSS_ARGS, LOSSES
 from model.registry import DEFAULT_MODEL, default_args
 from training.distributed import DistContext
+from training.fast_paths import check_fast_paths
 
 PROTOTYPICAL_WAYS = 100       # --nb_class_train default of the paper's episodes
 SOFTMAX_BATCH_SPEAKERS = 256  # the softmax baseline's batch
@@ -72,6 +73,11 @@ class TrainConfig:
     rir_dir: Optional[str] = None
     speed_perturb: bool = False
     wav_fbank: str = "workers"
+    # opt-in faster paths (training/fast_paths.py); the defaults compute exactly what they always did
+    channels_last: Optional[bool] = None
+    sgd_impl: str = "default"
+    compile: Optional[str] = None
+    cuda_graphs: bool = False
 
     def as_dict(self) -> dict:
         """Plain JSON-able values (config.json, the checkpoint's ``config``)."""
@@ -112,6 +118,7 @@ def resolve_config(args, ctx: DistContext = DistContext()) -> TrainConfig:
     if values["val_interval"] is None:
         values["val_interval"] = DEFAULT_VAL_INTERVAL
     values["model_dir"] = str(values["model_dir"] or configure.SAVED_MODEL_DIR)
+    values.update(sgd_impl=values["sgd_impl"] or "default", cuda_graphs=bool(values["cuda_graphs"]))
     values["tensorboard"] = bool(values["tensorboard"])
     values["world_size"] = ctx.world_size
     values.update(resolve_waveform_config(values))   # --input wav: the wav folder the features mirror
@@ -167,6 +174,7 @@ def check_config(config: TrainConfig) -> None:
         raise UserInputError(f"--nb_class_train {config.nb_class_train} is smaller than the "
                              f"{config.world_size} processes sharing each episode")
     check_waveform_config(config.as_dict())   # --input wav, --augment and their folders
+    check_fast_paths(config)   # --cuda_graphs on a GPU, in one process
 
 
 def episodes_per_epoch(n_utterances: int, episode: EpisodeConfig, n_episode=None) -> int:

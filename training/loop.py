@@ -18,14 +18,16 @@ from training.state import save_training_checkpoint
 from training.step import train_step
 
 
-def run_epoch(step, optimizer, loader, device, config: TrainConfig, epoch: int, ctx: DistContext) -> dict:
-    """Train one epoch; returns the mean of every loss/accuracy part over its episodes."""
+def run_epoch(step, optimizer, loader, device, config: TrainConfig, epoch: int, ctx: DistContext,
+              fast_step=None) -> dict:
+    """Train one epoch; returns the mean of every loss/accuracy part over its episodes. ``fast_step``
+    (training/fast_step.py, with --compile / --cuda_graphs) replaces ``train_step``."""
     step.train()
     sums, n_steps = {}, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", file=sys.stderr, disable=not ctx.is_main, leave=False,
                dynamic_ncols=True)
     for batch in bar:
-        parts = train_step(step, optimizer, batch, device, config.amp)
+        parts = fast_step(batch) if fast_step else train_step(step, optimizer, batch, device, config.amp)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         n_steps += 1
@@ -51,7 +53,8 @@ def train_epochs(parts, config: TrainConfig, n_episodes: int, start_epoch: int, 
     for epoch in range(start_epoch, config.max_epoch + 1):
         parts.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        means = run_epoch(parts.step, parts.optimizer, parts.loader, parts.device, config, epoch, ctx)
+        means = run_epoch(parts.step, parts.optimizer, parts.loader, parts.device, config, epoch, ctx,
+                          parts.fast_step)
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step(means["loss"])
         if outputs is None:

@@ -24,6 +24,8 @@ from training.config import TrainConfig, episodes_per_epoch, resolve_config
 from training.data import EpochSampler, build_loader, stop_workers
 from training.distributed import (DistContext, check_same_corpus, context_from_env, destroy_process_group,
                                   init_process_group, process_group_note)
+from training.fast_paths import set_sgd_kernels
+from training.fast_step import compile_encoder, fast_train_step
 from training.loop import train_epochs
 from training.outputs import RunOutputs, run_folder
 from training.run_folder import check_room_for_checkpoints, claim_run_folder
@@ -54,6 +56,7 @@ class TrainingParts:
     sampler: EpochSampler
     device: torch.device
     start_epoch: int
+    fast_step: object = None   # training/fast_step.py, with --compile / --cuda_graphs
 
 
 def prepare(args, claims: contextlib.ExitStack) -> TrainingRun:
@@ -107,14 +110,18 @@ def build_parts(run: TrainingRun, device: torch.device) -> TrainingParts:
     """Encoder, step, optimiser and scheduler (restored from the checkpoint when resuming), loader."""
     config, ctx = run.config, run.ctx
     encoder = build_encoder(config, run.corpus.n_speakers, device, ctx)
-    optimizer = build_optimizer(encoder, config.lr)
+    optimizer = build_optimizer(encoder, config.lr, config.sgd_impl)
     scheduler = build_scheduler(optimizer)
     start_epoch = 1
     if run.checkpoint:
         start_epoch = resume(run.checkpoint, run.checkpoint_path, encoder, optimizer, scheduler)
+        set_sgd_kernels(optimizer, config.sgd_impl)
+    if config.compile:
+        compile_encoder(encoder, config.compile)
     step = build_step(encoder, config, ctx, device)
     loader, sampler = build_loader(run.corpus, config, run.n_episodes, ctx, device)
-    return TrainingParts(encoder, step, optimizer, scheduler, loader, sampler, device, start_epoch)
+    return TrainingParts(encoder, step, optimizer, scheduler, loader, sampler, device, start_epoch,
+                         fast_train_step(step, optimizer, config, device))
 
 
 def describe_run(run: TrainingRun, start_epoch: int, device) -> str:

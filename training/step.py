@@ -13,6 +13,7 @@ from model.loss import LOSSES, EpisodeObjective
 from model.registry import build_model
 from training.config import TrainConfig
 from training.distributed import DistContext, convert_sync_batchnorm, gather_shot_major
+from training.fast_paths import sgd_kernel_options, uses_channels_last
 
 
 class EpisodeStep(nn.Module):
@@ -47,7 +48,7 @@ def build_encoder(config: TrainConfig, num_classes: int, device: torch.device, c
         encoder = convert_sync_batchnorm(encoder, device)
     encoder.weight.requires_grad_(LOSSES[config.loss_type](use_gc=config.use_GC).needs_class_weights)
     encoder = encoder.to(device)
-    if device.type == "cuda":
+    if uses_channels_last(config.channels_last, device):
         encoder = encoder.to(memory_format=torch.channels_last)
     return encoder
 
@@ -61,8 +62,10 @@ def build_step(encoder, config: TrainConfig, ctx: DistContext, device: torch.dev
     return step
 
 
-def build_optimizer(encoder: nn.Module, lr: float) -> torch.optim.SGD:
-    return torch.optim.SGD(encoder.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+def build_optimizer(encoder: nn.Module, lr: float, sgd_impl: str = "default") -> torch.optim.SGD:
+    """The paper's SGD; ``sgd_impl`` (--sgd_impl): torch's choice, or its foreach / fused kernels."""
+    return torch.optim.SGD(encoder.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                           **sgd_kernel_options(sgd_impl))
 
 
 def build_scheduler(optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
@@ -70,16 +73,26 @@ def build_scheduler(optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
                                                       min_lr=1e-5, threshold=1e-4)
 
 
-def forward_backward(step: nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
-    """Loss parts of one episode (detached), gradients accumulated into the parameters."""
+def batch_on_device(batch: dict, device: torch.device) -> tuple:
+    """(support, query, label_g) of an episode on ``device`` (asynchronous copies from pinned memory)."""
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     support = batch["support"].to(device, non_blocking=True, memory_format=memory_format)
     query = batch["query"].to(device, non_blocking=True, memory_format=memory_format)
-    label_g = batch["label_g"].to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    return support, query, batch["label_g"].to(device, non_blocking=True)
+
+
+def losses_backward(step: nn.Module, support, query, label_g, amp: bool = False, cache: bool = True) -> dict:
+    """Loss parts of one episode already on the device (detached), gradients accumulated into the
+    parameters; ``cache=False``: no autocast weight cache (inside a CUDA graph capture)."""
+    with torch.autocast(support.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=cache):
         parts = step(support, query, label_g)
     parts["loss"].backward()
     return {key: value.detach().float() for key, value in parts.items()}
+
+
+def forward_backward(step: nn.Module, batch: dict, device: torch.device, amp: bool = False) -> dict:
+    """Loss parts of one episode (detached), gradients accumulated into the parameters."""
+    return losses_backward(step, *batch_on_device(batch, device), amp)
 
 
 def train_step(step: nn.Module, optimizer, batch: dict, device: torch.device, amp: bool = False) -> dict:

@@ -24,7 +24,7 @@ from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
 from evaluation.score_norm import cohort_matrix
 from evaluation.trial_items import Item, embed_items, resolve_items
-from evaluation.trials import read_trials
+from evaluation.trials import check_both_kinds, read_trials
 
 
 class LazyModel:
@@ -92,10 +92,7 @@ def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
 
 def check_before_work(args, trials):
     """Everything that can fail on bad input, before any embedding; the calibration to apply (or None)."""
-    if trials.labels is not None and trials.labels.min() == trials.labels.max():
-        kind = "target" if trials.labels[0] == 1 else "non-target"
-        raise UserInputError(f"{trials.path}: all {len(trials)} trials are {kind} trials; EER, minDCF, Cllr and a "
-                             "calibration need both kinds (drop the labels to only score the pairs)")
+    check_both_kinds(trials)
     if args.calibrate_out and trials.labels is None:
         raise UserInputError(f"--calibrate_out needs labels: {trials.path} has none ('label enroll test' lines)")
     check_output_place(args.out_dir, "--out_dir", folder=True)

@@ -83,7 +83,17 @@ def read_trials(path, strict: bool = True) -> Trials:
     if not strict:
         return Trials(*parse_lenient_rows(rows, path), path)
     labels, enroll, test = zip(*(parse_trial_line(line, number, path) for number, line in rows))
-    return Trials(np.array(labels, dtype=np.int64), list(enroll), list(test), path)
+    return check_both_kinds(Trials(np.array(labels, dtype=np.int64), list(enroll), list(test), path))
+
+
+def check_both_kinds(trials: Trials) -> Trials:
+    """A labelled list with target and non-target trials (EER, minDCF, Cllr and a calibration need
+    both): checked when the list is read, before anything is embedded."""
+    if trials.labels is not None and trials.labels.min() == trials.labels.max():
+        kind = "target" if trials.labels[0] == 1 else "non-target"
+        raise UserInputError(f"{trials.path}: all {len(trials.labels)} trials are {kind} trials; EER, minDCF, Cllr "
+                             "and a calibration need both kinds (drop the labels to only score the pairs)")
+    return trials
 
 
 def feature_relpath(name: str) -> PurePosixPath:

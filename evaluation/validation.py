@@ -29,9 +29,7 @@ class Validation:
     def __init__(self, trials_path, feature_roots, interval: int, batch_size: int = 16):
         if interval < 1:
             raise UserInputError(f"--val_interval must be at least 1, got {interval}")
-        self.trials = read_trials(trials_path)
-        if len(set(self.trials.labels.tolist())) < 2:
-            raise UserInputError(f"{trials_path}: validation needs target (1) and non-target (0) trials")
+        self.trials = read_trials(trials_path)   # target and non-target trials (trials.check_both_kinds)
         self.located = locate_features(self.trials.utterances(), feature_roots)
         self.interval, self.batch_size = interval, batch_size
 

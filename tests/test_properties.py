@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TRAIN_FEATURES, write_random_features
 from tests.test_api import tiny_checkpoint
+from tests.test_eval_scripts import setup  # noqa: F401 (the VoxCeleb-style store EER_full/EER_short read)
 from tests.test_robustness import run_entry
 
 EXAMPLES = 100
@@ -43,7 +44,8 @@ def run_refused(script: str, argv, root: Path, must_not_exist=()) -> str:
     lines = result.stderr.splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    assert tree_bytes(root) == before, "a file that existed before the command changed"
+    after = tree_bytes(root)
+    assert after == before, f"changed: {sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))}"
     for path in must_not_exist:
         assert not Path(path).exists(), f"{path} was created"
     return lines[0]
@@ -89,13 +91,15 @@ def case_folder(world):
 
 
 # ---------------------------------------------------------------------------- malformed trial lists
-NAME = st.sampled_from([f"{key}.wav" for key in KEYS])
-GOOD_LINE = st.tuples(st.sampled_from(["1", "0", "target", "nontarget"]), NAME, NAME).map(" ".join)
+KEYS_WAV = [f"{key}.wav" for key in KEYS]
+VOXCELEB_NAMES = [f"id{s:05d}/session{u % 2}/{u:05d}.wav" for s in range(4) for u in range(4)]   # eval_scripts' store
 
 
 @st.composite
-def malformed_trial_list(draw) -> bytes:
-    """Valid lines with one defect drawn from the ways a trial list goes wrong."""
+def malformed_trial_list(draw, names=tuple(f"{key}.wav" for key in KEYS), labels=("1", "0", "target", "nontarget")):
+    """Valid lines (entries from ``names``) with one defect drawn from the ways a trial list goes wrong."""
+    NAME = st.sampled_from(list(names))
+    GOOD_LINE = st.tuples(st.sampled_from(list(labels)), NAME, NAME).map(" ".join)
     lines = draw(st.lists(GOOD_LINE, min_size=0, max_size=6))
     defect = draw(st.sampled_from(["fields", "label", "widths", "one kind", "bytes", "empty", "unknown",
                                    "too long", "control"]))
@@ -259,8 +263,29 @@ def test_train_refuses_every_malformed_config_before_the_run_folder(world, conte
         "--config", folder / "run.yaml", *small_run(world, folder, skip=tested)])
 
 
+@pytest.fixture(scope="module")
+def eer_store(setup):  # noqa: F811
+    """test_eval_scripts' VoxCeleb-style store with its feature indexes built (a cache the first
+    command would otherwise write)."""
+    import configure
+    from data_loading.corpus import FeatureCorpus
+    for split in ("test", "dev"):
+        FeatureCorpus(configure.feature_dir(setup / "data", "voxceleb1", split))
+    return setup
+
+
 @PROPERTY
-@given(content=malformed_trial_list())
+@given(content=malformed_trial_list(VOXCELEB_NAMES, ("1", "0")), script=st.sampled_from(["EER_full", "EER_short"]))
+def test_eer_scripts_refuse_every_malformed_trial_list(eer_store, content, script):
+    CASES[f"{script}.py --trials"] += 1
+    setup = eer_store
+    refused_case(setup, "trials.txt", content, script, lambda folder: [
+        "--trials", folder / "trials.txt", "--checkpoint", setup / "cp.pth", "--save_path", setup / "data",
+        "--out_dir", folder / "out", "--use_cuda", "False"])
+
+
+@PROPERTY
+@given(content=malformed_trial_list(KEYS_WAV, ("1", "0")))
 def test_train_refuses_every_malformed_validation_list_before_the_run_folder(world, content):
     CASES["train.py --val_trials"] += 1
     refused_case(world, "trials.txt", content, "train", lambda folder: [

@@ -152,13 +152,15 @@ def resolve_objective_defaults(values: dict, ctx: DistContext) -> None:
 
 def check_config(config: TrainConfig) -> None:
     minimum = {"n_shot": 1, "n_query": 0, "nb_class_train": 1, "max_epoch": 1, "channels": 1, "workers": 0,
-               "n_folder": 0, "val_interval": 1}
+               "n_folder": 0}
     if LOSSES[config.loss_type].needs_queries:
         minimum.update(n_query=1, nb_class_train=2)
     for key, low in minimum.items():
         if getattr(config, key) < low:
             raise UserInputError(f"--{key} must be at least {low} for --loss_type {config.loss_type}, "
                                  f"got {getattr(config, key)}")
+    if config.val_interval < 1:   # also without --val_trials: a value no run can use
+        raise UserInputError(f"--val_interval must be at least 1, got {config.val_interval}")
     if config.n_episode is not None and config.n_episode < 1:
         raise UserInputError(f"--n_episode must be at least 1, got {config.n_episode}")
     if config.model == "ecapa_tdnn" and config.channels % 8:

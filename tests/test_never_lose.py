@@ -632,7 +632,7 @@ def test_torchrun_job_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupte
     def job(models, *extra):
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                 str(free_port()), "train.py", *map(str, train_flags(data_root, "--nb_class_train", "4",
-                                                                  "--n_episode", "60", "--max_epoch", "2",
+                                                                  "--n_episode", "30", "--max_epoch", "2",
                                                                   models=models)), *extra]
     env = {**ENV, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     folder = data_root / "killed/baseline_000"

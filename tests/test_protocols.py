@@ -28,6 +28,7 @@ def test_protocol_names_pick_cleaned_and_original_lists():
     assert trial_list_path(parsed()) == configure.VOX1_O_TRIALS      # the paper's command: unchanged
     assert configure.VOX1_O_TRIALS.name == "veri_test.txt"
     assert trial_list_path(parsed("--trials", "my.txt")).name == "my.txt"
+    assert parsed("--protocol").protocol == configure.DEFAULT_PROTOCOL == "O"     # cleaned by default
     with pytest.raises(SystemExit):
         parsed("--protocol", "E", "--trials", "my.txt")
     expected = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt",

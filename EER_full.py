@@ -16,11 +16,12 @@ eer_full_cpNNN.json and det_full_cpNNN.png next to the checkpoint (or in --out_d
 import configure
 from common.errors import run_main
 from evaluation import cli
-from evaluation.protocol import add_cache_argument, add_protocol_arguments, embedding_cache, selected_trials
+from evaluation.protocol import (add_cache_argument, add_protocol_arguments, embedding_cache,
+                                 protocol_feature_roots, selected_trials)
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores, embed_trial_utterances
 from evaluation.plots import plot_det
 from evaluation.score_norm import speaker_cohort, training_cohort_corpus
-from evaluation.trials import locate_features, voxceleb1_feature_roots
+from evaluation.trials import locate_features
 
 
 def parse_args(argv=None):
@@ -40,7 +41,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.check_checkpoint(args)
     trials = selected_trials(args)
-    roots = voxceleb1_feature_roots(args.save_path)
+    roots = protocol_feature_roots(args)
     located = locate_features(trials.utterances(), roots)
     cohort_features = training_cohort_corpus(args) if args.score_norm == "asnorm" else None
     model, checkpoint, out_dir = cli.load_model(args)

@@ -21,10 +21,10 @@ import configure
 from data_loading.corpus import FeatureCorpus
 from evaluation import cli
 from evaluation.plots import plot_det
-from evaluation.protocol import add_cache_argument, add_protocol_arguments, embedding_cache, selected_trials
+from evaluation.protocol import (add_cache_argument, add_protocol_arguments, embedding_cache,
+                                 protocol_feature_roots, selected_trials)
 from evaluation.short_utterance import (cached_enrolments, evaluation_feature_roots, listed_pairs, make_short_trials,
                                         score_short_trials)
-from evaluation.trials import voxceleb1_feature_roots
 
 ORIGINAL_TEST_LENGTH = 500   # the original EER_short.py's default
 
@@ -62,7 +62,7 @@ def main(argv=None):
     args = parse_args(argv)
     cli.check_checkpoint(args)
     listed = selected_trials(args) if args.protocol or args.trials else None
-    roots = (voxceleb1_feature_roots(args.save_path) if listed
+    roots = (protocol_feature_roots(args) if listed
              else evaluation_feature_roots(args.save_path, args.data_type))
     corpus = FeatureCorpus(roots, reindex=args.reindex)
     pairs = listed_pairs(corpus, listed) if listed else None

@@ -197,6 +197,9 @@ def apply_common_arguments(args):
         print("warning: --use_cuda True but no GPU is available; running on CPU", file=sys.stderr)
         args.use_cuda = False
     args.device = torch.device(f"cuda:{args.gpu}" if args.use_cuda else "cpu")
+    if not 0 <= args.seed < 2 ** 32:
+        from common.errors import UserInputError
+        raise UserInputError(f"--seed must lie in [0, 2**32) (the random generators' range), got {args.seed}")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

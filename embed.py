@@ -7,7 +7,9 @@
 Many recordings share a forward (``--batch_size``, exact padding + masking); a recording longer
 than ``--chunk_seconds`` is read in blocks of ``--block_seconds`` (twice: the features' mean, then
 the features) straight into exact overlapping chunks (equal to the one-pass embedding), so neither
-its waveform nor its features are held whole and memory does not grow with its length. A rerun skips recordings whose ``.npy`` exists (resume).
+its waveform nor its features are held whole and memory does not grow with its length. A rerun skips
+recordings whose ``.npy`` exists (resume) and adds to the index; ``model.json`` records the checkpoint,
+and a rerun with another one is refused (``--overwrite`` embeds every input again).
 ``--out_format matrix`` adds ``embeddings.npy`` + ``keys.txt``, ``ark`` adds Kaldi
 ``embeddings.ark`` + ``embeddings.scp`` (keys: relative paths without suffix).
 
@@ -34,6 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="output folder for .npy embeddings and index.tsv")
     parser.add_argument("--out_format", choices=OUT_FORMATS, default="npy",
                         help="also write one matrix + keys.txt (matrix) or Kaldi ark/scp (ark)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--out holds another model's embeddings: embed every input again with this one")
     parser.add_argument("--batch_size", type=int, default=16, help="recordings per forward pass")
     cli.add_chunk_seconds_argument(parser)
     parser.add_argument("--block_seconds", type=float, default=BLOCK_SECONDS,

@@ -21,11 +21,11 @@ Checkpoints are read weights-only, so a downloaded file cannot run code.
 
 This module is the public name; the code lives in ``evaluation.speaker_encoder``.
 """
-from evaluation.speaker_encoder import (ConversionNote, MIN_SECONDS, ShortRecording, SpeakerEncoder,
-                                         Verification, array_to_mono_16k, checkpoint_file, cosine,
+from evaluation.speaker_encoder import (CalibrationMismatch, ConversionNote, MIN_SECONDS, ShortRecording,
+                                         SpeakerEncoder, Verification, array_to_mono_16k, checkpoint_file, cosine,
                                          default_device, embed, enrolment_embedding, load_samples, score,
                                          short_recording_message)
 
-__all__ = ["ConversionNote", "MIN_SECONDS", "ShortRecording", "SpeakerEncoder", "Verification",
-           "array_to_mono_16k", "checkpoint_file", "cosine", "default_device", "embed", "enrolment_embedding",
+__all__ = ["CalibrationMismatch", "ConversionNote", "MIN_SECONDS", "ShortRecording", "SpeakerEncoder",
+           "Verification", "array_to_mono_16k", "checkpoint_file", "cosine", "default_device", "embed", "enrolment_embedding",
            "load_samples", "score", "short_recording_message"]

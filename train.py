@@ -137,15 +137,50 @@ def config_defaults(path, parser) -> dict:
     world_size, are ignored); an unknown key or a file that is not a mapping is an error."""
     try:
         settings = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise UserInputError(f"--config {path}: cannot read it ({str(error).splitlines()[0]})") from None
     if not isinstance(settings, dict):
         raise UserInputError(f"--config {path}: expected a mapping of flag names to values")
-    flags = {action.dest for action in parser._actions} - {"help", "config"}
-    unknown = sorted(set(settings) - flags - RECORDED_ONLY)
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    unknown = sorted(set(map(str, settings)) - set(actions) - RECORDED_ONLY)
     if unknown:
         raise UserInputError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
-    return {key: value for key, value in settings.items() if key in flags}
+    return {key: checked_setting(parser, actions[key], value, path) for key, value in settings.items()
+            if key in actions}
+
+
+def checked_setting(parser, action, value, path):
+    """A config file's value through the flag's own type and choices, as if given on the command line
+    (``loss_type: triplet`` or ``n_query: [1, 2]`` are refused as the flags would refuse them)."""
+    where = f"--config {path}: {action.dest}"
+    if value is None:
+        if action.default is None:
+            return None
+        raise UserInputError(f"{where}: null is not a value of --{action.dest}")
+    many = action.nargs in ("+", "*")
+    if isinstance(value, (dict, list)) and not (many and isinstance(value, list) and value):
+        raise UserInputError(f"{where}: expected {'a list of values' if many else 'one value'}, got {value!r}")
+    if action.nargs == 0:   # store_true: no value on the command line, a boolean in the file
+        return setting_bool(value, where)
+    strings = [setting_text(item, where) for item in (value if many else [value])]
+    try:
+        return parser._get_values(action, strings)   # argparse's own conversion and choice check
+    except argparse.ArgumentError as error:
+        raise UserInputError(f"{where}: {error.message}") from None
+
+
+def setting_bool(value, where: str) -> bool:
+    try:
+        return configure.str2bool(setting_text(value, where))
+    except argparse.ArgumentTypeError as error:
+        raise UserInputError(f"{where}: {error}") from None
+
+
+def setting_text(value, where: str) -> str:
+    """A scalar as the command line would spell it (a nested list or mapping is refused)."""
+    if isinstance(value, (dict, list)):
+        raise UserInputError(f"{where}: expected plain values, got {value!r}")
+    return str(value)
 
 
 def main(argv=None) -> None:

@@ -13,7 +13,8 @@ unit-length embeddings). Prints the cosine score and ACCEPT or REJECT, and says 
 1. ``--threshold T`` on the score, if given;
 2. a calibration (``--calibration FILE``, or ``<checkpoint>.calibration.json`` beside the checkpoint,
    written by ``score.py --calibrate_out``): the LLR is printed and compared with the Bayes threshold
-   log((1 - p) / p) of ``--p_target p`` (default 0.5);
+   log((1 - p) / p) of ``--p_target p`` (default 0.5; ``--p_target`` without a calibration is refused,
+   as the API's ``verify`` refuses it);
 3. otherwise the EER threshold EER_full.py saved for the checkpoint (``eer_full_cpXXX.json`` beside
    ``checkpoint_XXX.pth``; with ``--checkpoint PATH --cp_num XXX`` the XXX given; ``--threshold_file``
    names the file directly).
@@ -40,8 +41,9 @@ def parse_args(argv=None):
     parser.add_argument("--calibration", default=None,
                         help="score -> LLR calibration (score.py --calibrate_out); default: "
                              "<checkpoint>.calibration.json when it exists")
-    parser.add_argument("--p_target", type=float, default=0.5,
-                        help="prior probability of 'same speaker' for the calibrated Bayes decision")
+    parser.add_argument("--p_target", type=float, default=None,
+                        help="prior probability of 'same speaker' for the calibrated Bayes decision (default "
+                             "0.5); needs a calibration, as the API's verify()")
     parser.add_argument("--gallery", default=None, help="folder with one sub-folder of recordings per speaker")
     parser.add_argument("--top_k", type=int, default=5, help="speakers listed with --gallery")
     configure.add_common_arguments(parser)
@@ -51,7 +53,7 @@ def parse_args(argv=None):
         parser.error("give at least one enrolment recording and the test recording")
     if args.gallery is not None and len(args.recordings) != 1:
         parser.error("with --gallery, give exactly one probe recording")
-    if not 0 < args.p_target < 1 or args.top_k < 1:
+    if (args.p_target is not None and not 0 < args.p_target < 1) or args.top_k < 1:
         parser.error("--p_target must lie strictly between 0 and 1, --top_k must be >= 1")
     return configure.apply_common_arguments(args)
 

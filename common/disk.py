@@ -16,6 +16,10 @@ REASONS = {  # errno -> what the user is told
     errno.EPERM: "operation not permitted",
     errno.EROFS: "read-only file system",
     errno.EFBIG: "file too large for this file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file is in the way where a folder is needed",
+    errno.EISDIR: "it is a folder",
 }
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 

@@ -22,10 +22,16 @@ def run_main(main) -> None:
         sys.exit(130)
 
 
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"   # what str.splitlines() breaks at
+
+
 def user_message(error) -> str:
-    """The message of a UserInputError; one raised in a DataLoader worker arrives wrapped in the
-    worker's traceback, whose last line is ``...UserInputError: <message>``."""
+    """The message of a UserInputError on one line (a line break that came with user input, e.g. a
+    file name, is shown escaped); one raised in a DataLoader worker arrives wrapped in the worker's
+    traceback, whose last line is ``...UserInputError: <message>``."""
     text = str(error)
     if text.startswith("Caught UserInputError in DataLoader worker"):
-        return text.strip().splitlines()[-1].split("UserInputError: ", 1)[-1]
+        text = text.strip().splitlines()[-1].split("UserInputError: ", 1)[-1]
+    for character in LINE_BREAKS:
+        text = text.replace(character, repr(character)[1:-1])
     return text

@@ -15,9 +15,23 @@ from common.files import reported_write_errors
 def check_writable(folder) -> Path:
     """``folder`` exists (created if needed) and takes a new file (a probe, removed again)."""
     folder = Path(folder)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise UserInputError(f"{folder} is a file, not a folder: choose another output folder (nothing was written)")
     with reported_write_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    return folder
+
+
+def check_creatable(folder) -> Path:
+    """``folder`` (a folder, or to be one) can be written, checked without creating it: its nearest
+    existing ancestor takes a new file (a probe, removed again); nothing is left behind."""
+    folder = check_output_place(folder, "output folder", folder=True)
+    existing = next(path for path in [folder.absolute(), *folder.absolute().parents] if path.exists())
+    with reported_write_errors(folder):
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=existing)
         os.close(fd)
         os.unlink(probe)
     return folder
@@ -32,3 +46,19 @@ def check_room(folder, needed_bytes: int, what: str) -> Path:
                              f"{human_bytes(needed_bytes)}; free some space or choose another folder "
                              "(nothing was written)")
     return Path(folder)
+
+
+def check_output_place(path, what: str, folder: bool = False) -> Path:
+    """Before any work and without writing: ``path`` can become a file (or, with ``folder``, a folder):
+    it is not a folder (a file), and no part of the path above it is a file."""
+    path = Path(path)
+    if os.path.lexists(path) and path.is_dir() != folder:
+        kind = "a file" if folder else "a folder"
+        raise UserInputError(f"{what} {path} is {kind}, not {'a folder' if folder else 'a file'}; choose another "
+                             "(nothing was written)")
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise UserInputError(f"{what} {path}: {parent} is a file, not a folder (nothing was written)")
+            break
+    return path

@@ -70,8 +70,9 @@ def list_audio(folder) -> list:
                   and path.is_file())
 
 
-def check_augment_folders(noise_dir, rir_dir) -> None:
-    """Clear errors for folders that cannot be used (called with the other input checks)."""
+def check_augment_folders(noise_dir, rir_dir, rir_headers: bool = True) -> None:
+    """Clear errors for folders that cannot be used (called with the other input checks, before the run
+    folder is claimed); ``rir_headers``: also read every response's header (rate, length), ~0.2 ms each."""
     for flag, folder in (("--noise_dir", noise_dir), ("--rir_dir", rir_dir)):
         if folder is None:
             continue
@@ -81,9 +82,12 @@ def check_augment_folders(noise_dir, rir_dir) -> None:
         folders = "/".join(kind.folder for kind in NOISE_KINDS.values())
         raise UserInputError(f"--noise_dir {noise_dir}: no {AUDIO_NAMES} files in its {folders} sub-folders "
                              "(the MUSAN layout, e.g. musan/noise/free-sound/noise-free-sound-0000.wav)")
-    if rir_dir is not None and not list_audio(rir_dir):
+    rirs = list_audio(rir_dir) if rir_dir is not None else None
+    if rirs == []:
         raise UserInputError(f"--rir_dir {rir_dir}: no {AUDIO_NAMES} room impulse responses below it "
                              "(e.g. RIRS_NOISES/simulated_rirs)")
+    for path in (rirs or []) if rir_headers else []:   # an 8 kHz response is found now, not in epoch 1
+        audio_length(path, "--rir_dir")
 
 
 class NoiseFiles:
@@ -105,15 +109,16 @@ class NoiseFiles:
         return np.resize(samples, length) if len(samples) < length else samples
 
 
-def audio_length(path) -> int:
+def audio_length(path, flag: str = "--noise_dir") -> int:
+    """Samples of a 16 kHz augmentation file, from its header; a clear error naming ``flag`` otherwise."""
     try:
         info = sf.info(path)
     except Exception as error:  # soundfile's own error types
-        raise UserInputError(f"{path}: cannot read audio ({str(error).strip().splitlines()[0]})") from None
+        raise UserInputError(f"{flag}: {path}: cannot read audio ({str(error).strip().splitlines()[0]})") from None
     if info.samplerate != SAMPLE_RATE:
-        raise UserInputError(f"{path}: {info.samplerate} Hz; augmentation audio must be 16 kHz")
+        raise UserInputError(f"{flag}: {path}: {info.samplerate} Hz; augmentation audio must be 16 kHz")
     if info.frames < 1:
-        raise UserInputError(f"{path}: empty recording")
+        raise UserInputError(f"{flag}: {path}: empty recording")
     return int(info.frames)
 
 
@@ -212,7 +217,7 @@ class Augmenter:
     ``rng`` (see the module docstring). Built once in the main process; DataLoader workers inherit it."""
 
     def __init__(self, noise_dir, rir_dir=None, seed: int = 0, quiet: bool = False):
-        check_augment_folders(noise_dir, rir_dir)
+        check_augment_folders(noise_dir, rir_dir, rir_headers=False)   # read by check_waveform_config
         self.noises = {}
         for name, kind in NOISE_KINDS.items():
             paths = list_audio(Path(noise_dir) / kind.folder)

@@ -1,7 +1,9 @@
 """Which recordings a command was given: files, folders (searched recursively) and list files, each
 with the relative output name it maps to (``embed.py`` mirrors it; ``verify.py --gallery`` reads the
 speaker sub-folder from it; ``score.py --cohort`` embeds an audio folder)."""
+import os
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
 from common.errors import UserInputError
@@ -28,18 +30,33 @@ def output_key(path: Path) -> PurePosixPath:
     return PurePosixPath(path.name)
 
 
+def path_kind(path, where: str = ""):
+    """"dir", "file" or None (nothing there) for ``path``; a name the system cannot even look up (longer
+    than the file-name limit, a NUL byte) is one UserInputError, not a traceback."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserInputError(f"{str(path)[:80]}{'...' if len(str(path)) > 80 else ''}{where}: not a usable "
+                             f"path ({reason})") from None
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
 def collect_inputs(inputs, list_file=None) -> list:
     """[(source path, relative output key)] for files, folders (recursive) and a list file."""
     entries = [(Path(item), None) for item in inputs] + [(Path(item), "list") for item in
                                                           (read_list(list_file) if list_file else [])]
     suffixes, jobs = audio_suffixes(), []
     for path, origin in entries:
-        if path.is_dir():
+        kind = path_kind(path, f" (listed in {list_file})" if origin else "")
+        if kind == "dir":
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 raise UserInputError(f"{path}: no audio files ({', '.join(sorted(suffixes))}) in this folder")
             jobs += [(p, PurePosixPath(*p.relative_to(path).parts)) for p in found]
-        elif path.exists():
+        elif kind == "file":
             jobs.append((path, output_key(path)))
         else:
             where = f" (listed in {list_file})" if origin else ""

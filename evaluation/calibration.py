@@ -12,9 +12,17 @@ SdSV systems): ``llr = slope * score + offset + w_min * log(d_min) + w_max * log
 ``d_min``/``d_max`` are the shorter and the longer side's duration in seconds. The shorter and
 longer side rather than enrolment and test: a cosine score is symmetric, so its LLR should be too,
 and the shorter side is what makes a trial unreliable, whichever side it is. For fixed durations
-the map is still increasing in the score.
+the map is still increasing in the score. The columns are standardised before the fit (and the
+coefficients mapped back), so a narrow spread such as cosines in [0.98, 0.99] converges as [-1, 1] does.
+
+The JSON file is a mapping with a ``version`` and named fields (``CALIBRATION_VERSION``); every
+field is checked on load (type, range), unknown fields are refused, and ``checkpoint_digest``
+(``model.checkpoint.checkpoint_digest`` of the checkpoint file whose scores it maps) lets verify.py
+and the API warn when another model uses it.
 """
+import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +34,10 @@ from evaluation.llr_metrics import split
 
 CALIBRATION_SUFFIX = ".calibration.json"
 QMFS = ("none", "duration")
+CALIBRATION_VERSION = 1
+MAX_SLOPE = 1e6            # beyond this, LLRs of ordinary scores are numerically meaningless
+MAX_OFFSET = 1e6
+SCORE_NORMS = ("none", "asnorm")
 
 
 @dataclass
@@ -40,6 +52,8 @@ class Calibration:
     score_norm: str = "none"     # the scores it expects (raw cosine or AS-norm)
     qmf: str = "none"            # quality measures it adds: "duration" = log shorter, log longer side (s)
     qmf_weights: list = field(default_factory=list)   # their weights ([w_min, w_max] for "duration")
+    checkpoint_digest: str = ""  # model.checkpoint.checkpoint_digest of it ("" when fitted on stored embeddings)
+    version: int = CALIBRATION_VERSION
 
     def llr(self, scores, qualities=None):
         """LLRs of ``scores``; with a QMF, ``qualities`` (n, 2) from ``duration_qualities`` are needed."""
@@ -58,24 +72,84 @@ class Calibration:
             text += f" + {self.qmf_weights[0]:.6g} * log(shorter side, s) + {self.qmf_weights[1]:.6g} * log(longer side, s)"
         return text
 
+    def model_mismatch(self, checkpoint_path):
+        """A sentence when this calibration was fitted on another checkpoint than ``checkpoint_path``
+        (by digest), else None (also when the calibration recorded no digest)."""
+        if not self.checkpoint_digest or checkpoint_path is None:
+            return None
+        from model.checkpoint import checkpoint_digest
+        digest = checkpoint_digest(checkpoint_path)
+        if digest == self.checkpoint_digest:
+            return None
+        return (f"calibration fitted on the scores of another model ({self.checkpoint or 'unnamed'}, "
+                f"digest {self.checkpoint_digest[:12]}) than {checkpoint_path} (digest {digest[:12]}); its LLRs "
+                "do not hold for this model: refit it with score.py --calibrate_out")
+
     @classmethod
     def load(cls, path) -> "Calibration":
         try:
             fields = json.loads(Path(path).read_text())
-            calibration = cls(**fields)
-            if not (np.isfinite(calibration.slope) and np.isfinite(calibration.offset) and calibration.slope > 0):
-                raise ValueError(f"slope must be positive and finite, got {calibration.slope}")
-            check_qmf(calibration.qmf, calibration.qmf_weights)
+            return cls.from_fields(fields)
         except FileNotFoundError:
             raise UserInputError(f"calibration file {path} not found") from None
         except (OSError, ValueError, TypeError) as error:
             raise UserInputError(f"{path}: not a calibration file written by score.py --calibrate_out "
                                  f"({type(error).__name__}: {error})") from None
+
+    @classmethod
+    def from_fields(cls, fields) -> "Calibration":
+        """A calibration from its JSON mapping; ValueError/TypeError naming the first bad field."""
+        if not isinstance(fields, dict):
+            raise TypeError(f"expected a JSON object, found {type(fields).__name__}")
+        known = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        for name, value in fields.items():
+            check_field_type(name, value, known[name].type)
+        calibration = cls(**fields)
+        calibration.check_ranges()
         return calibration
+
+    def check_ranges(self) -> None:
+        checks = [
+            ("version", 1 <= self.version <= CALIBRATION_VERSION, f"a version this code reads (1..{CALIBRATION_VERSION})"),
+            ("slope", 0 < self.slope <= MAX_SLOPE, f"positive and at most {MAX_SLOPE:g}"),
+            ("offset", abs(self.offset) <= MAX_OFFSET, f"at most {MAX_OFFSET:g} in size"),
+            ("fit_prior", 0 < self.fit_prior < 1, "strictly between 0 and 1"),
+            ("n_target", self.n_target >= 0, "non-negative"),
+            ("n_nontarget", self.n_nontarget >= 0, "non-negative"),
+            ("score_norm", self.score_norm in SCORE_NORMS, f"one of {', '.join(SCORE_NORMS)}"),
+        ]
+        for name, good, wanted in checks:
+            if not good:
+                raise ValueError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
+        check_qmf(self.qmf, self.qmf_weights)
+
+
+FIELD_TYPES = {float: (int, float), int: (int,), str: (str,), dict: (dict,), list: (list,)}
+
+
+def check_field_type(name: str, value, annotation) -> None:
+    """JSON value of the declared type: numbers for floats (finite; a bool is not a number), ints, strings."""
+    wanted = FIELD_TYPES.get(annotation, (object,))   # other annotations: checked by their own ranges
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise TypeError(f"{name} must be a {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def save_calibration(path, calibration: Calibration) -> None:
     write_text(path, json.dumps(asdict(calibration), indent=1) + "\n")
+
+
+def is_calibration_file(path) -> bool:
+    """Whether ``path`` holds a calibration this code wrote (the only kind of file --calibrate_out replaces)."""
+    try:
+        Calibration.from_fields(json.loads(Path(path).read_text()))
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def fit_calibration(labels, scores, fit_prior: float = 0.5, qualities=None, **provenance) -> Calibration:

@@ -61,9 +61,10 @@ def read_part(path: Path) -> tuple:
 
 
 def read_cache(folder: Path) -> dict:
-    """{name: (n_frames, embedding)} of every part in ``folder``."""
+    """{name: (n_frames, embedding)} of every part in ``folder``; a name in several parts (an entry
+    recomputed after its feature file changed) takes the newest part's."""
     cached = {}
-    for path in sorted(folder.glob("part_*.npz")):
+    for path in sorted(folder.glob("part_*.npz"), key=lambda part: (part.stat().st_mtime_ns, part.name)):
         names, n_frames, embeddings = read_part(path)
         cached.update(zip(names, zip(n_frames.tolist(), embeddings)))
     return cached
@@ -86,10 +87,10 @@ def open_cache(base, identity: dict, n_entries: int) -> Path:
 
 
 def cached_embeddings(model, names: list, located: dict, device, batch_size: int, folder: Path,
-                      chunk: int = DEFAULT_CHUNK, desc: str = "embedding utterances") -> np.ndarray:
+                      chunk: int = None, desc: str = "embedding utterances") -> np.ndarray:
     """(len(names), D) full-utterance embeddings of ``names`` (feature paths in ``located``): those
-    in the cache at ``folder`` read back, the rest embedded ``chunk`` at a time (rounded up to whole
-    batches), each chunk saved as a part as soon as it is done. One progress bar for all."""
+    in the cache at ``folder`` read back, the rest embedded ``chunk`` (default ``DEFAULT_CHUNK``) at a
+    time (rounded up to whole batches), each chunk saved as a part as soon as it is done. One progress bar for all."""
     lengths = np.array([item_length(located[name]) for name in names], dtype=np.int64)
     cached = read_cache(folder)
     known = {name: entry[1] for name, entry in cached.items()}
@@ -97,7 +98,7 @@ def cached_embeddings(model, names: list, located: dict, device, batch_size: int
     for i in missing:
         known.pop(names[i], None)
     order = [missing[i] for i in np.argsort(lengths[missing], kind="stable")] if missing else []
-    step = -(-max(1, chunk) // batch_size) * batch_size
+    step = -(-max(1, chunk or DEFAULT_CHUNK) // batch_size) * batch_size
     with progress(len(names), desc) as bar:
         bar.update(len(names) - len(missing))
         for begin in range(0, len(order), step):

@@ -1,13 +1,16 @@
 """Embeddings on disk in three layouts, written atomically and read back by key.
 
 - ``npy``: one ``<key>.npy`` (256 float32) per recording under a folder, plus ``index.tsv``
-  (embedding, source, duration_s); what ``embed.py`` always writes, so it can resume.
+  (embedding, source, duration_s) and ``model.json`` (the checkpoint and its digest: a rerun with
+  another model is refused, never mixed in); what ``embed.py`` always writes, so it can resume.
 - ``matrix``: ``embeddings.npy`` (n, 256) float32 and ``keys.txt`` (row i's key on line i).
 - ``ark``: Kaldi ``embeddings.ark`` + ``embeddings.scp`` (float32 vectors) through ``kaldiio``, as
-  Kaldi, WeSpeaker and ESPnet read and write them.
+  Kaldi, WeSpeaker and ESPnet read and write them; the scp names the ark by its absolute path, so it
+  resolves from any working directory.
 
 A key is the recording's relative path without its suffix (``spk1/a.wav`` -> ``spk1/a``).
 """
+import json
 import os
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +23,8 @@ OUT_FORMATS = ("npy", "matrix", "ark")
 INDEX_NAME = "index.tsv"
 MATRIX_NAME, KEYS_NAME = "embeddings.npy", "keys.txt"
 ARK_NAME, SCP_NAME = "embeddings.ark", "embeddings.scp"
+MODEL_NAME = "model.json"
+FOLDER_NAMES = (INDEX_NAME, MATRIX_NAME, KEYS_NAME, ARK_NAME, SCP_NAME, MODEL_NAME)   # no recording's .npy may take these
 
 
 def key_of(name) -> str:
@@ -40,7 +45,7 @@ def write_ark(out_dir: Path, keys: list, embeddings: np.ndarray) -> list:
     if spaced:
         raise UserInputError(f"Kaldi keys cannot contain spaces: {spaced[0]!r} (rename the file or use "
                              f"--out_format npy/matrix)")
-    ark, scp = out_dir / ARK_NAME, out_dir / SCP_NAME
+    ark, scp = out_dir.resolve() / ARK_NAME, out_dir / SCP_NAME
     with atomic_path(ark) as tmp_ark, atomic_path(scp) as tmp_scp:
         kaldiio.save_ark(str(tmp_ark), {key: np.asarray(e, np.float32) for key, e in zip(keys, embeddings)},
                          scp=str(tmp_scp))
@@ -59,6 +64,25 @@ def write_collection(out_dir, keys: list, embeddings: np.ndarray, out_format: st
     if out_format == "ark":
         return write_ark(Path(out_dir), keys, embeddings)
     return []
+
+
+def read_model_record(out_dir) -> dict:
+    """``model.json`` of an embedding folder ({"checkpoint": path, "checkpoint_digest": hex}); {} if none."""
+    path = Path(out_dir) / MODEL_NAME
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{path}: unreadable ({error}); remove it or embed into another --out") from None
+    if not isinstance(record, dict) or not isinstance(record.get("checkpoint_digest"), str):
+        raise UserInputError(f"{path}: not the model record embed.py writes; remove it or embed into another --out")
+    return record
+
+
+def write_model_record(out_dir, checkpoint, digest: str) -> None:
+    write_text(Path(out_dir) / MODEL_NAME, json.dumps({"checkpoint": str(checkpoint), "checkpoint_digest": digest},
+                                                      indent=1) + "\n")
 
 
 def read_index(out_dir: Path) -> dict:

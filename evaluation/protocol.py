@@ -12,7 +12,7 @@ from pathlib import Path
 import configure
 from common.errors import UserInputError
 from evaluation.embedding_cache import cache_identity, open_cache
-from evaluation.trials import read_trials
+from evaluation.trials import read_trials, voxceleb1_feature_roots
 
 
 PAPER_LIST = configure.VOX1_O_TRIALS.relative_to(configure.PROJECT_ROOT)
@@ -21,10 +21,11 @@ PAPER_LIST = configure.VOX1_O_TRIALS.relative_to(configure.PROJECT_ROOT)
 def add_protocol_arguments(parser, default: str = f"--trials {PAPER_LIST}, the paper's list") -> None:
     """--protocol and --trials (exclusive); ``default`` says what neither means for this script."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--protocol", choices=tuple(configure.PROTOCOL_LISTS), default=None,
+    group.add_argument("--protocol", choices=tuple(configure.PROTOCOL_LISTS), default=None, nargs="?",
+                       const=configure.DEFAULT_PROTOCOL,
                        help="VoxCeleb1 protocol: O, E, H use the cleaned lists, O-original etc. the lists "
                             "as first published (python dataprep.py --download_lists fetches them); "
-                            f"default: {default}")
+                            f"--protocol alone: {configure.DEFAULT_PROTOCOL}; without it: {default}")
     group.add_argument("--trials", type=str, default=None,
                        help=f"any trial list file (label enroll test per line); default: {default}")
 
@@ -55,6 +56,15 @@ def trial_list_path(args) -> Path:
     if args.protocol:
         return protocol_list(args.protocol)
     return Path(args.trials) if args.trials else configure.VOX1_O_TRIALS
+
+
+def protocol_feature_roots(args) -> list:
+    """VoxCeleb1's feature folders for the flags' list: both test and dev for the E and H protocols
+    (an error naming the missing one before any work), else those that exist."""
+    if args.protocol and not args.protocol.startswith("O"):
+        return configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS, "all",
+                                       f"--protocol {args.protocol} uses all of VoxCeleb1 (dev and test): features")
+    return voxceleb1_feature_roots(args.save_path)
 
 
 def selected_trials(args):

@@ -1,5 +1,11 @@
 """``score.py``: any trial list scored with a trained encoder (entries are audio, stored embeddings
-or VoxCeleb features), AS-norm, metrics, calibration, and the result files (see score.py's help)."""
+or VoxCeleb features), AS-norm, metrics, calibration, and the result files (see score.py's help).
+
+Every input and output is checked before the first recording is embedded (``check_before_work``):
+labels of both kinds when metrics or a calibration need them, an ``--out_dir`` and a
+``--calibrate_out`` that can be written, an existing ``--calibrate_out`` replaced only with
+``--overwrite`` and only when it is a calibration, ``--calibration`` read. ``scores.txt`` is written
+as soon as the scores exist, so a step after them that fails loses none of the embedding work."""
 import sys
 from pathlib import Path
 
@@ -7,11 +13,12 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
+from common.preflight import check_creatable, check_output_place
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
 from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
-                                    save_calibration)
-from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index
+                                    is_calibration_file, save_calibration)
+from evaluation.embedding_files import INDEX_NAME, key_of, load_embeddings, read_index, read_model_record
 from evaluation.full_utterance import asnorm_trial_scores, cosine_trial_scores
 from evaluation.llr_metrics import llr_report
 from evaluation.metrics import P_TARGETS
@@ -83,23 +90,68 @@ def normalised_scores(args, lazy, trials, vectors, raw) -> np.ndarray:
                                args.cohort_size)
 
 
-def report_calibration(args, lazy, trials, scores, summary, durations) -> object:
+def check_before_work(args, trials):
+    """Everything that can fail on bad input, before any embedding; the calibration to apply (or None)."""
+    if trials.labels is not None and trials.labels.min() == trials.labels.max():
+        kind = "target" if trials.labels[0] == 1 else "non-target"
+        raise UserInputError(f"{trials.path}: all {len(trials)} trials are {kind} trials; EER, minDCF, Cllr and a "
+                             "calibration need both kinds (drop the labels to only score the pairs)")
+    if args.calibrate_out and trials.labels is None:
+        raise UserInputError(f"--calibrate_out needs labels: {trials.path} has none ('label enroll test' lines)")
+    check_output_place(args.out_dir, "--out_dir", folder=True)
+    if args.calibrate_out:
+        check_calibrate_out(Path(args.calibrate_out), getattr(args, "overwrite", False))
+    if args.cohort and not Path(args.cohort).exists():
+        raise UserInputError(f"--cohort {args.cohort}: no such folder or file")
+    if not args.calibration:
+        return None
+    calibration = Calibration.load(args.calibration)
+    if calibration.score_norm != args.score_norm:
+        raise UserInputError(f"{args.calibration} maps {calibration.score_norm} scores, but this run's "
+                             f"--score_norm is {args.score_norm}")
+    return calibration
+
+
+def check_calibrate_out(path: Path, overwrite: bool) -> None:
+    """--calibrate_out may become a file; an existing one is replaced only with --overwrite, and only
+    when it is a calibration (a checkpoint or any other file never is)."""
+    check_output_place(path, "--calibrate_out")
+    if not path.exists():
+        return
+    if not is_calibration_file(path):
+        raise UserInputError(f"--calibrate_out {path} exists and is not a calibration file; it is never "
+                             "replaced: choose another name (nothing was written)")
+    if not overwrite:
+        raise UserInputError(f"--calibrate_out {path} already holds a calibration; pass --overwrite to replace "
+                             "it, or choose another name (nothing was written)")
+
+
+def scored_model(args, lazy):
+    """(checkpoint, digest) of the model whose embeddings were scored: the one loaded, or the one an
+    embed.py folder (--embeddings) records; ("", "") when unknown."""
+    from model.checkpoint import checkpoint_digest
+    if lazy.path is not None:
+        return str(lazy.path), checkpoint_digest(lazy.path)
+    record = read_model_record(args.embeddings) if args.embeddings and Path(args.embeddings).is_dir() else {}
+    return str(record.get("checkpoint", args.checkpoint or "")), record.get("checkpoint_digest", "")
+
+
+def report_calibration(args, lazy, trials, scores, summary, calibration, durations) -> object:
     """Fit (--calibrate_out) or apply (--calibration); print Cllr before/after; the LLRs or None."""
     qualities = None
     if args.calibrate_out:
+        checkpoint, digest = scored_model(args, lazy)
         qualities = trial_qualities(trials, durations) if args.qmf == "duration" else None
         calibration = fit_calibration(trials.labels, scores, qualities=qualities, trials=str(trials.path),
-                                      checkpoint=str(lazy.path or args.checkpoint or ""), score_norm=args.score_norm)
+                                      checkpoint=checkpoint, checkpoint_digest=digest, score_norm=args.score_norm)
         save_calibration(args.calibrate_out, calibration)
         print(f"calibration fitted on {trials.path}: {calibration.formula()}; written to {args.calibrate_out}")
         if lazy.path is not None and Path(args.calibrate_out).resolve() != calibration_beside(lazy.path).resolve():
             print(f"note: verify.py finds it by default at {calibration_beside(lazy.path)}", file=sys.stderr)
-    elif args.calibration:
-        calibration = Calibration.load(args.calibration)
+    elif calibration is not None:
         print(f"calibration: {args.calibration} ({calibration.formula()})")
-        if calibration.score_norm != args.score_norm:
-            raise UserInputError(f"{args.calibration} maps {calibration.score_norm} scores, but this run's "
-                                 f"--score_norm is {args.score_norm}")
+        if mismatch := calibration.model_mismatch(lazy.path):
+            print(f"warning: {args.calibration}: {mismatch}", file=sys.stderr)
         qualities = trial_qualities(trials, durations) if calibration.qmf == "duration" else None
     else:
         return None
@@ -122,8 +174,13 @@ def print_llr_metrics(labels, llrs, prefix: str = "") -> dict:
 def score_trial_list(args) -> dict:
     """score.py's work for its parsed flags: scores, metrics, calibration, result files; the summary."""
     trials = read_trials(args.trials, strict=False)
+    calibration = check_before_work(args, trials)
     store = load_embeddings(args.embeddings) if args.embeddings else None
-    entries = resolve_items(trials.utterances(), store, args.audio_root, configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS))
+    entries = resolve_items(trials.utterances(), store, args.audio_root,
+                            configure.feature_roots(args.save_path, configure.VOXCELEB1_SPLITS))
+    out_dir = check_creatable(args.out_dir)   # found now, not after the embedding; created with the scores
+    if args.calibrate_out:
+        check_creatable(Path(args.calibrate_out).absolute().parent)
     lazy = LazyModel(args)
     durations = stored_durations(args.embeddings, entries)
     vectors = embed(entries, lazy, args, durations)
@@ -131,18 +188,20 @@ def score_trial_list(args) -> dict:
     scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
     if args.score_norm == "asnorm":
         scores = normalised_scores(args, lazy, trials, vectors, scores)
+    cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test)   # kept if a later step fails
     summary = {"trials": str(trials.path), "checkpoint": str(lazy.path or ""), "score_norm": args.score_norm}
     if trials.labels is not None:
         summary.update(cli.evaluate_scores(trials.labels, scores))
         summary["llr_metrics"] = print_llr_metrics(trials.labels, scores, "(scores as LLRs) ")
-    llrs = report_calibration(args, lazy, trials, scores, summary, durations)
-    write_results(Path(args.out_dir), trials, scores, llrs, summary)
+    llrs = report_calibration(args, lazy, trials, scores, summary, calibration, durations)
+    write_results(out_dir, trials, scores, llrs, summary)
     return summary
 
 
 def write_results(out_dir: Path, trials, scores, llrs, summary) -> None:
     from evaluation.plots import plot_det   # matplotlib: only when results are written
-    cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test, llrs)
+    if llrs is not None:
+        cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test, llrs)
     cli.write_json(out_dir / "report.json", summary)
     if trials.labels is not None:
         plot_det([("cosine" if summary["score_norm"] == "none" else "AS-norm", trials.labels, scores)],

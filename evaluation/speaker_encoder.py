@@ -15,6 +15,8 @@ import torch
 from dataclasses import dataclass
 
 from common.errors import UserInputError
+from evaluation.api_arguments import (mapping_value, path_value, probability_value, recordings_value,
+                                      sample_rate_value, top_k_value, whole_number)
 from feat_extract.audio import read_audio, to_target_rate, validate_samples
 from evaluation.calibration import duration_qualities
 from evaluation.embedding import strict_fp32
@@ -28,6 +30,10 @@ from model.checkpoint import load_encoder, resolve_checkpoint, trained_epochs
 
 class ConversionNote(UserWarning):
     """Audio was converted (resampled, mixed to mono) before feature extraction."""
+
+
+class CalibrationMismatch(UserWarning):
+    """A calibration fitted on another checkpoint's scores: its LLRs do not hold for this model."""
 
 
 class ShortRecording(UserWarning):
@@ -58,8 +64,7 @@ def array_to_mono_16k(samples, sample_rate, source="array"):
 
     ``samples``: float in [-1, 1] or integer (int16 scale); 1-d, or 2-d with channels on the shorter
     axis (soundfile's (frames, channels) or (channels, frames)); ``sample_rate`` is required."""
-    if sample_rate is None:
-        raise UserInputError(f"{source}: sample_rate is required when passing an array of samples")
+    sample_rate = sample_rate_value(sample_rate, source)
     samples = np.asarray(samples)
     if samples.dtype.kind not in "fiu" or samples.ndim not in (1, 2) or samples.size == 0:
         raise UserInputError(f"{source}: expected a non-empty 1-d or 2-d numeric array, got "
@@ -80,7 +85,7 @@ def array_to_mono_16k(samples, sample_rate, source="array"):
         notes.append(f"mixed {samples.shape[channel_axis]} channels to mono")
         samples = samples.mean(axis=channel_axis)
     # the same scipy resampling (and notes) as feat_extract.audio.read_audio applies to files
-    return to_target_rate(samples, int(sample_rate), SAMPLE_RATE, notes)
+    return to_target_rate(samples, sample_rate, SAMPLE_RATE, notes)
 
 
 def load_samples(path_or_array, sample_rate=None):
@@ -171,10 +176,14 @@ class SpeakerEncoder:
 
     def _warn_if_short(self, source: str, n_samples: int) -> None:
         short = short_recording_message(source, n_samples)
-        if short and self.warning_handler is not None:
-            self.warning_handler(short)
-        elif short:
-            warnings.warn(short, ShortRecording, stacklevel=3)
+        if short:
+            self._warn(short, ShortRecording)
+
+    def _warn(self, text: str, category) -> None:
+        if self.warning_handler is not None:
+            self.warning_handler(text)
+        else:
+            warnings.warn(text, category, stacklevel=4)
 
     @torch.no_grad()
     def embed_features(self, features: np.ndarray) -> np.ndarray:
@@ -225,7 +234,7 @@ class SpeakerEncoder:
             embedded = self.embedded_recording(item[0], sample_rate=item[1])
             return embedded.embedding, embedded.duration_s
         array = np.asarray(item)
-        if array.shape != (self.embedding_size,):
+        if array.shape != (self.embedding_size,) or array.dtype.kind not in "fiu":
             raise UserInputError(f"score() takes embeddings of shape ({self.embedding_size},), paths, "
                                  f"or (samples, sample_rate) tuples; got an array of shape {array.shape}")
         return array, None
@@ -237,25 +246,25 @@ class SpeakerEncoder:
     def enroll(self, recordings) -> np.ndarray:
         """One (256,) unit-length speaker model from several recordings (paths, (samples, rate)
         tuples or embeddings): the mean of their unit-length embeddings, see ``enrolment_embedding``."""
-        if isinstance(recordings, (str, Path)) or not len(recordings):
-            raise UserInputError("enroll() takes a non-empty list of recordings")
-        return enrolment_embedding([self.as_embedding(item) for item in recordings])
+        return enrolment_embedding([self.as_embedding(item) for item in recordings_value(recordings)])
 
     def enroll_gallery(self, speakers: dict) -> dict:
         """{speaker: [recordings]} -> {speaker: speaker model} (see ``enroll``)."""
+        speakers = mapping_value(speakers, "enroll_gallery() speakers")
         return {name: self.enroll(recordings) for name, recordings in speakers.items()}
 
     def identify(self, probe, gallery: dict, top_k: int = 5) -> list:
         """The ``top_k`` enrolled speakers closest to ``probe``: [(speaker, cosine)], best first."""
-        if not gallery:
-            raise UserInputError("identify() needs a non-empty gallery of enrolled speakers")
+        gallery, top_k = mapping_value(gallery, "identify() gallery"), top_k_value(top_k)
         probe = self.as_embedding(probe)
-        ranked = sorted(((cosine(model, probe), name) for name, model in gallery.items()), reverse=True)
-        return [(name, score) for score, name in ranked[:max(1, top_k)]]
+        ranked = sorted(((cosine(self.as_embedding(model), probe), name) for name, model in gallery.items()),
+                        reverse=True)
+        return [(name, score) for score, name in ranked[:top_k]]
 
     def calibration(self, path=None):
         """(Calibration, its file): ``path``, else ``<checkpoint>.calibration.json`` when it exists."""
         from evaluation.calibration import Calibration, calibration_beside
+        path = path_value(path, "calibration")
         if path is None and self.checkpoint_path is not None:
             path = calibration_beside(self.checkpoint_path)
             if not path.is_file():
@@ -267,6 +276,8 @@ class SpeakerEncoder:
         if calibration.score_norm != "none":
             raise UserInputError(f"{path} calibrates {calibration.score_norm} scores; verification scores "
                                  f"raw cosines, so it needs a calibration fitted without --score_norm")
+        if mismatch := calibration.model_mismatch(self.checkpoint_path):
+            self._warn(f"{path}: {mismatch}", CalibrationMismatch)
         return calibration, Path(path)
 
     def verify(self, enroll, test, p_target: float = 0.5, calibration=None, enroll_seconds=None,
@@ -275,8 +286,7 @@ class SpeakerEncoder:
         ``enroll``: a recording, an embedding, or a list of recordings (see ``enroll``). A
         duration-aware calibration (qmf duration) uses the recordings' durations (an enrolment of
         several: their total); give ``enroll_seconds``/``test_seconds`` for sides passed as embeddings."""
-        if not 0 < p_target < 1:
-            raise UserInputError(f"p_target must lie strictly between 0 and 1, got {p_target}")
+        p_target = probability_value(p_target, "p_target")
         model, path = self.calibration(calibration)
         if isinstance(enroll, list) and not enroll:
             raise UserInputError("enroll() takes a non-empty list of recordings")
@@ -306,6 +316,9 @@ def side_seconds(durations: list, side: str) -> float:
 
 
 def checkpoint_file(path=None, n_folder=None, cp_num=None, model_dir=None) -> Path:
+    path, model_dir = path_value(path, "checkpoint path"), path_value(model_dir, "model_dir")
+    n_folder = None if n_folder is None else whole_number(n_folder, "n_folder", 0)
+    cp_num = None if cp_num is None else whole_number(cp_num, "cp_num", 0)
     if path is None and (n_folder is None or cp_num is None):
         raise UserInputError("give a checkpoint path, or both n_folder and cp_num")
     return resolve_checkpoint(n_folder, cp_num, path, model_dir)

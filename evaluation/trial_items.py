@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.errors import UserInputError
+from evaluation.audio_inputs import path_kind
 from evaluation.embedding_files import key_of
 from evaluation.trials import feature_relpath, first_names
 from feat_extract.fbank import WIN_STEP
@@ -35,9 +36,9 @@ def resolve_items(names, embeddings=None, audio_root=None, feature_roots=()) -> 
             continue
         audio = Path(audio_root) / name if audio_root is not None else Path(name)
         features = [Path(root) / feature_relpath(name) for root in feature_roots]
-        if audio.is_file():
+        if path_kind(audio, " (a trial-list entry)") == "file":
             resolved[name] = Item("audio", audio)
-        elif any(path.is_file() for path in features):
+        elif any(path_kind(path) == "file" for path in features):
             resolved[name] = Item("features", next(path for path in features if path.is_file()))
         else:
             missing.append(name)

@@ -13,6 +13,7 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
+from evaluation.audio_inputs import path_kind
 
 N_MISSING_SHOWN = 5
 LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0}      # what a lenient (score.py) list may write
@@ -70,7 +71,7 @@ def read_trials(path, strict: bool = True) -> Trials:
     test`` with label 0 or 1 and names ``speaker/session/utterance.wav``. Not strict (score.py: users'
     lists): labels 1/0 or target/nontarget, or no labels at all (``labels`` None), entries of any form."""
     path = Path(path)
-    if not path.is_file():
+    if path_kind(path, " (--trials)") != "file":
         raise UserInputError(f"trial list not found: {path}")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -99,7 +100,8 @@ def locate_features(names, roots) -> dict:
     located, missing = {}, []
     for name in names:
         relpath = feature_relpath(name)
-        found = next((Path(root) / relpath for root in roots if (Path(root) / relpath).is_file()), None)
+        found = next((Path(root) / relpath for root in roots
+                      if path_kind(Path(root) / relpath, " (a trial-list entry)") == "file"), None)
         if found is None:
             missing.append(name)
         else:

@@ -2,16 +2,19 @@
 checkpoint give (``--threshold``, a calibration, or EER_full.py's saved EER threshold), or a gallery
 ranking (see verify.py's help)."""
 import json
+import math
 import sys
 from pathlib import Path
 
 import configure
 from common.errors import UserInputError
 from evaluation.audio_inputs import collect_inputs
-from evaluation.calibration import calibration_beside
+from evaluation.calibration import CALIBRATION_SUFFIX, Calibration, calibration_beside
 from evaluation.cli import result_name
 from evaluation.speaker_encoder import SpeakerEncoder
 from model.checkpoint import resolve_checkpoint
+
+DEFAULT_P_TARGET = 0.5   # the calibrated decision's prior when --p_target is not given
 
 
 def eer_threshold_file(checkpoint_path, cp_num=None) -> Path:
@@ -93,12 +96,29 @@ def rank_gallery(encoder, args, calibration_file):
 
 
 def calibrated_decision(encoder, args, calibration_file):
-    result = encoder.verify(args.recordings[:-1], args.recordings[-1], args.p_target, calibration_file)
+    p_target = DEFAULT_P_TARGET if args.p_target is None else args.p_target
+    result = encoder.verify(args.recordings[:-1], args.recordings[-1], p_target, calibration_file)
     print(f"score: {result.score:.6f}")
     print(f"llr: {result.llr:.6f} (calibration {result.calibration_file})")
-    print(f"threshold: llr {result.llr_threshold:.6f} (Bayes decision at p_target {args.p_target:g})")
+    print(f"threshold: llr {result.llr_threshold:.6f} (Bayes decision at p_target {p_target:g})")
     print(f"decision: {'ACCEPT (same speaker)' if result.accepted else 'REJECT (different speakers)'}")
     return result.score, result.llr_threshold, result.accepted
+
+
+def check_decision_flags(args, calibration_file) -> None:
+    """A --threshold that is a number; --p_target only where a calibration decides (as the API's
+    ``verify``, which needs a calibration): never a silent EER-threshold decision instead."""
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise UserInputError(f"--threshold must be a finite score, got {args.threshold}")
+    if args.p_target is None:
+        return
+    if args.threshold is not None:
+        raise UserInputError("--p_target sets the prior of a calibrated decision, but --threshold decides on the "
+                             "score: give one of them")
+    if calibration_file is None and args.gallery is None:
+        raise UserInputError(f"--p_target {args.p_target:g} needs a calibration (--calibration FILE, or "
+                             f"<checkpoint>{CALIBRATION_SUFFIX}; score.py --calibrate_out fits one), as the API's "
+                             "verify() does")
 
 
 def verify_recordings(args):
@@ -106,6 +126,9 @@ def verify_recordings(args):
     at a score threshold."""
     checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
     calibration_file = calibration_in_use(args, checkpoint_path)
+    check_decision_flags(args, calibration_file)
+    if calibration_file is not None:
+        Calibration.load(calibration_file)   # a malformed file is refused before any recording is read
     if calibration_file is None and args.gallery is None:
         threshold, source = resolve_threshold(args.threshold, checkpoint_path, args.cp_num, args.threshold_file)
     encoder = SpeakerEncoder.from_checkpoint(checkpoint_path, device=args.device,

@@ -289,7 +289,7 @@ def test_embed_command_skips_bad_files_and_fails_at_the_end(checkpoint, tmp_path
     out = tmp_path / "emb"
     result = run_in_process(embed_cmd.main, capsys, "--checkpoint", checkpoint[0], "--out", out, folder)
     assert result.returncode == 2
-    assert sorted(p.name for p in out.iterdir()) == ["good.npy", "index.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.npy", "index.tsv", "model.json"]
     assert (out / "index.tsv").read_text().splitlines()[1:] == [f"good.npy\t{folder / 'good.wav'}\t0.800"]
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: 3 of 4 files could not be embedded: ")

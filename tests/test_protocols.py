@@ -28,6 +28,7 @@ def test_protocol_names_pick_cleaned_and_original_lists():
     assert trial_list_path(parsed()) == configure.VOX1_O_TRIALS      # the paper's command: unchanged
     assert configure.VOX1_O_TRIALS.name == "veri_test.txt"
     assert trial_list_path(parsed("--trials", "my.txt")).name == "my.txt"
+    assert parsed("--protocol").protocol == configure.DEFAULT_PROTOCOL == "O"     # cleaned by default
     with pytest.raises(SystemExit):
         parsed("--protocol", "E", "--trials", "my.txt")
     expected = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt",
@@ -145,12 +146,14 @@ def test_interrupted_cache_resumes_with_only_the_rest_and_equal_embeddings(utter
     assert embedded == [] and np.array_equal(again, cold[::-1])   # all read back
 
 
-def test_cache_entry_of_a_changed_file_is_recomputed(utterances, tmp_path):
+def test_cache_entry_of_a_changed_file_is_recomputed(utterances, tmp_path, monkeypatch):
     names, located, model = utterances
     cached_embeddings(model, names, located, "cpu", 4, tmp_path / "c")
     np.save(located[names[0]], np.ones((90, 40), np.float32) * np.arange(40))
     updated = cached_embeddings(model, names[:1], located, "cpu", 4, tmp_path / "c")
     np.testing.assert_allclose(updated[0], alone(model, located[names[0]]), atol=1e-5)
+    monkeypatch.setattr(embedding_cache, "embed_utterances", None)          # nothing left to embed
+    assert np.array_equal(cached_embeddings(model, names, located, "cpu", 4, tmp_path / "c")[0], updated[0])
 
 
 def test_cache_key_follows_the_checkpoint_bytes_and_the_store(tmp_path):
@@ -174,3 +177,44 @@ def test_damaged_cache_part_is_one_clear_error(utterances, tmp_path):
     part.write_bytes(part.read_bytes()[:100])
     with pytest.raises(UserInputError, match=f"delete {tmp_path / 'c'}"):
         cached_embeddings(model, names[:3], located, "cpu", 4, tmp_path / "c")
+
+
+def test_e_and_h_need_voxceleb1_dev_features_named_before_any_work(setup, monkeypatch, tmp_path):  # noqa: F811
+    import shutil
+    monkeypatch.setattr(configure, "LISTS_DIR", tmp_path / "lists")
+    listed_trials(setup, tmp_path / "lists")
+    (tmp_path / "lists" / "list_test_hard2.txt").rename(tmp_path / "lists" / "list_test_all2.txt")
+    data = tmp_path / "data"
+    shutil.copytree(configure.feature_dir(setup / "data", "voxceleb1", "test"),
+                    configure.feature_dir(data, "voxceleb1", "test"))
+    dev = configure.feature_dir(data, "voxceleb1", "dev")
+    for script in ("EER_full.py", "EER_short.py"):
+        result = run_here(script, setup, "--protocol", "E", "--save_path", data, out=tmp_path.name)
+        expect_error(result, "--protocol E uses all of VoxCeleb1 (dev and test): features not found at", str(dev))
+        assert "checkpoint:" not in result.stdout
+
+
+def test_interrupted_eer_full_resumes_to_the_same_score_file(setup, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setattr(configure, "LISTS_DIR", tmp_path / "lists")
+    monkeypatch.setattr(embedding_cache, "DEFAULT_CHUNK", 8)
+    listed_trials(setup, tmp_path / "lists")
+    flags = ["--protocol", "H", "--batch_size", 4]
+    assert run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_whole").returncode == 0
+    real_write, written = embedding_cache.write_part, []
+
+    def stop_after_one(*args):
+        if written:
+            raise Interrupted
+        written.append(real_write(*args))
+
+    monkeypatch.setattr(embedding_cache, "write_part", stop_after_one)
+    with pytest.raises(Interrupted):
+        run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_cut")
+    monkeypatch.setattr(embedding_cache, "write_part", real_write)
+    out = setup / f"{tmp_path.name}_cut"
+    (folder,) = (out / "embedding_cache").iterdir()
+    assert len(read_cache(folder)) == 8 and not (out / "scores_full_cp100.txt").exists()
+    resumed = run_here("EER_full.py", setup, *flags, out=f"{tmp_path.name}_cut")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = (setup / f"{tmp_path.name}_whole" / "scores_full_cp100.txt").read_bytes()
+    assert (out / "scores_full_cp100.txt").read_bytes() == whole

@@ -190,7 +190,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_error_line_and_nothing_written(tmp_path, case, capsys, keep_save_path):
     (tmp_path / "bad.txt").write_text("1 a.wav b.wav\n2 a.wav b.wav\n")
-    (tmp_path / "missing.txt").write_text("1 nowhere/a.wav nowhere/b.wav\n")
+    (tmp_path / "missing.txt").write_text("1 nowhere/a.wav nowhere/b.wav\n0 nowhere/b.wav nowhere/a.wav\n")
     np.save(tmp_path / "embeddings.npy", np.ones((2, 4), np.float32))
     (tmp_path / "keys.txt").write_text("a\nb\n")
     (tmp_path / "ok.txt").write_text("1 a b\n0 b a\n")

@@ -164,12 +164,12 @@ def test_audio_that_breaks_mid_stream_is_one_error_naming_the_file(tmp_path, tru
     assert f"1 of 2 files could not be embedded: {truncated_flac} ({truncated_flac}: cannot read audio after" \
         in error_lines[0]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["good.npy", "index.tsv"]                 # nothing half written for the cut file
+    assert written == ["good.npy", "index.tsv", "model.json"]   # nothing half written for the cut file
     encoder = SpeakerEncoder.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(UserInputError, match=rf"^{truncated_flac}: cannot read audio"):
         encoder.embed(truncated_flac)
     good = truncated_flac.parent / "good.wav"
-    (tmp_path / "trials.txt").write_text(f"1 {good.name} {truncated_flac.name}\n")
+    (tmp_path / "trials.txt").write_text(f"{good.name} {truncated_flac.name}\n")   # unlabelled: no metrics needed
     for main, args in ((verify_cmd.main, ["--threshold", 0.5, good, truncated_flac]),
                        (score_cmd.main, ["--trials", tmp_path / "trials.txt", "--audio_root", good.parent,
                                          "--out_dir", tmp_path / "scores"])):

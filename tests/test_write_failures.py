@@ -96,7 +96,7 @@ def test_embed_over_quota_names_the_file_and_keeps_the_finished_ones(tmp_path, m
     result = run_entry("embed", "--checkpoint", tmp_path / "model.pth", "--out", tmp_path / "out",
                        *(tmp_path / f"{name}.wav" for name in "abc"), "--use_cuda", "False")
     assert error_line(result).startswith(f"error: cannot write {tmp_path / 'out'}/b.npy: disk quota exceeded, ")
-    assert files_under(tmp_path / "out") == ["a.npy"]
+    assert files_under(tmp_path / "out") == ["a.npy", "model.json"]
     assert np.load(tmp_path / "out/a.npy").shape == (256,)
 
 
@@ -155,7 +155,7 @@ def test_short_recordings_warn_in_verify_embed_and_the_api(tmp_path):
 
     result = run_entry("embed", "--checkpoint", tmp_path / "model.pth", "--out", tmp_path / "emb",
                        tmp_path / "long.wav", tmp_path / "short.wav", tmp_path / "half.wav", "--use_cuda", "False")
-    assert result.returncode == 0 and len(files_under(tmp_path / "emb")) == 4
+    assert result.returncode == 0 and len(files_under(tmp_path / "emb")) == 5   # 3 embeddings, index, model.json
     assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == warned
 
     encoder = SpeakerEncoder.from_checkpoint(tmp_path / "model.pth", device="cpu")

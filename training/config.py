@@ -152,7 +152,7 @@ def resolve_objective_defaults(values: dict, ctx: DistContext) -> None:
 
 def check_config(config: TrainConfig) -> None:
     minimum = {"n_shot": 1, "n_query": 0, "nb_class_train": 1, "max_epoch": 1, "channels": 1, "workers": 0,
-               "n_folder": 0}
+               "n_folder": 0, "val_interval": 1}
     if LOSSES[config.loss_type].needs_queries:
         minimum.update(n_query=1, nb_class_train=2)
     for key, low in minimum.items():
@@ -166,10 +166,10 @@ def check_config(config: TrainConfig) -> None:
                              f"splits channels into 8 groups), got {config.channels}")
     if config.margin is not None and not 0 <= config.margin < math.pi / 2:
         raise UserInputError(f"--margin must be in [0, pi/2), got {config.margin}")
-    if config.scale is not None and not config.scale > 0:
-        raise UserInputError(f"--scale must be positive, got {config.scale}")
-    if not config.lr > 0:
-        raise UserInputError(f"--lr must be positive, got {config.lr}")
+    if config.scale is not None and not 0 < config.scale < math.inf:
+        raise UserInputError(f"--scale must be positive and finite, got {config.scale}")
+    if not 0 < config.lr < math.inf:
+        raise UserInputError(f"--lr must be positive and finite, got {config.lr}")
     if config.nb_class_train < config.world_size:
         raise UserInputError(f"--nb_class_train {config.nb_class_train} is smaller than the "
                              f"{config.world_size} processes sharing each episode")

@@ -1,10 +1,11 @@
 """A training run's folder ``<model_dir>/baseline_XXX``: never reused by accident, one writer at a time,
 room for checkpoints checked before the first epoch.
 
-- A fresh run (no ``--use_checkpoint``) refuses a folder that already holds checkpoints or a
-  ``config.json``: one ``error:`` line names the folder, what is in it and the three ways on (resume,
-  another ``--n_folder``, ``--overwrite``). ``--overwrite`` moves the old run's files into a dated
-  subfolder ``replaced_<YYYYmmdd-HHMMSS>/``; nothing is deleted.
+- A fresh run (no ``--use_checkpoint``) refuses a folder that already holds checkpoints: one
+  ``error:`` line names the folder, what is in it and the three ways on (resume, another
+  ``--n_folder``, ``--overwrite``). ``--overwrite`` moves the old run's files into a dated
+  subfolder ``replaced_<YYYYmmdd-HHMMSS>/``; nothing is deleted. A folder whose run stopped before
+  its first checkpoint (a ``config.json``, a log, no checkpoint) is reused the same way, with a note.
 - ``train.lock`` in the folder is locked with ``fcntl.flock`` for as long as a run trains there (rank 0
   of a torchrun job). A second run stops, naming the holder. The operating system drops the lock when
   the process ends in any way, so the file a killed run leaves behind never blocks a resume. The file
@@ -123,8 +124,11 @@ def claim_run_folder(folder, resume: bool, overwrite: bool):
     with folder_lock(folder):
         contents = run_contents(folder)
         if contents and not resume:
-            if not overwrite:
+            if not overwrite and available_checkpoints(folder):
                 raise UserInputError(refusal(folder, contents))
+            if not overwrite:   # a run that stopped before its first checkpoint: nothing to resume
+                print(f"note: {folder} holds a run that stopped before its first checkpoint ({contents}); "
+                      "starting afresh there", file=sys.stderr)
             move_aside(folder)
         yield folder
 

@@ -294,7 +294,7 @@ def run_exit_probe(args) -> dict:
 
 
 # ---------------------------------------------------------------- summary
-TRAIN_RUNS = {"bf16": 1, "fp32": 2, "torchrun": 3, "plain_ddp_flags": 4}   # baseline_00N of gpu_speed.sh
+TRAIN_RUNS = {"bf16": 1, "fp32": 2, "torchrun": 3, "plain_ddp_flags": 4, "torchrun_sync_bn": 6}   # baseline_00N
 
 
 def read_json(path: Path) -> dict:
@@ -338,6 +338,7 @@ def headline(work: Path, models: Path) -> dict:
                "torchrun_1gpu_crops_per_s": rates["torchrun"], "torchrun_flags": flags["ddp"],
                "torchrun_vs_plain_same_flags": ratio(rates["torchrun"], rates["plain_ddp_flags"]
                                                      or (rates["bf16"] if flags["bf16"] == flags["ddp"] else None)),
+               "torchrun_sync_bn_crops_per_s": rates["torchrun_sync_bn"],
                "exit_after_last_epoch_s": exit_probe.get("after_last_epoch_s"),
                "exit_probe_workers": exit_probe.get("workers"),
                "flops_per_step": levers.get("flops_per_step"), "crops_per_step": levers.get("crops_per_step")}

@@ -10,8 +10,8 @@
 # flags -> the original's data path + step -> EER_short per --eval_precision against the original's
 # per-trial strategy -> exit probe (seconds after the last epoch with many persistent pinned workers)
 # -> train.py fp32 -> torchrun with one process (fastest flags without CUDA graphs) -> plain train.py
-# with the torchrun flags (when they differ) -> summary. A failing step does not stop the later ones;
-# steps are cut to what is left of BUDGET_S, the last ones skipped first.
+# with the torchrun flags (when they differ) -> torchrun + --sync_bn -> summary. A failing step does
+# not stop the later ones; steps are cut to what is left of BUDGET_S, the last ones skipped first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source bench/gpu_steps.sh   # run_folders PREFIX; step NAME TIMEOUT_S command...
@@ -63,6 +63,9 @@ if [ "$(flags bf16 --amp)" != "$(flags ddp --amp)" ]; then   # torchrun's flags 
   # shellcheck disable=SC2046
   step train_plain_ddp_flags 80 $PY "${TRAIN[@]}" --n_folder 4 $(flags ddp --amp)
 fi
+# shellcheck disable=SC2046
+step train_torchrun_sync_bn 80 $PY -m torch.distributed.run --nproc_per_node 1 "${TRAIN[@]}" --n_folder 6 \
+  $(flags ddp --amp) --sync_bn   # SyncBatchNorm's cost (with one process its statistics are local)
 
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude='*.pth' --exclude='*.npy' --exclude='*.wav' --exclude=data \
   --exclude='*_store' . 2>/dev/null

@@ -1,7 +1,8 @@
 """What VoxCeleb1-E/H cost on this machine: full-utterance embedding throughput of the paper's
 ResNet-34 (width 32) through EER_full.py's own path (feature files read, length-sorted padded
 batches, the resumable embedding cache), extrapolated to VoxCeleb1's 145,160 utterances; and the
-rest of the protocol measured at full size: reading a 579,818-line list, reading 145,160 cached
+rest of the protocol measured at full size: finding and sizing 145,160 feature files (a store of
+small files in VoxCeleb's layout, bench/vox2_store.py), reading a 579,818-line list, reading 145,160 cached
 embeddings back, scoring the E and H trials and their EER/minDCF.
 
     python bench/protocol_bench.py [--utterances 48] [--repeats 3] [--width 32] [--batch_size 16]
@@ -26,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VOX1_UTTERANCES = 145_160
+VOX1_SPEAKERS = 1_251
 PROTOCOL_TRIALS = {"O": 37_611, "E": 579_818, "H": 550_894}   # cleaned lists
 
 
@@ -52,6 +54,25 @@ def synthetic_list(path: Path, names: list, n_trials: int, rng) -> None:
     labels = rng.integers(0, 2, n_trials)
     from common.files import write_text
     write_text(path, "".join(f"{label} {names[a]} {names[b]}\n" for label, (a, b) in zip(labels, pairs)))
+
+
+def store_steps(store: Path) -> dict:
+    """Seconds of finding and sizing every utterance of a VoxCeleb1-size store (145,160 small
+    feature files of 1,251 speakers, bench/vox2_store.py's writer): what EER_full.py does per
+    utterance before embedding (locate_features, then a header read for the length)."""
+    from bench.vox2_store import write_vox2_store
+    from evaluation.embedding import item_length
+    from evaluation.trials import locate_features
+    root = write_vox2_store(store, VOX1_UTTERANCES, VOX1_SPEAKERS)
+    names = sorted(path.relative_to(root).with_suffix(".wav").as_posix() for path in root.glob("*/*/*.npy"))
+    seconds = {}
+    start = time.perf_counter()
+    located = locate_features(names, [root])
+    seconds["locate 145,160 feature files"] = time.perf_counter() - start
+    start = time.perf_counter()
+    assert min(item_length(located[name]) for name in names) > 0
+    seconds["read 145,160 feature headers (lengths)"] = time.perf_counter() - start
+    return seconds
 
 
 def full_size_steps(work: Path) -> dict:
@@ -86,7 +107,8 @@ def full_size_steps(work: Path) -> dict:
 def markdown(args, rate, times, n, seconds) -> str:
     from bench.report import machine_description
     hours = VOX1_UTTERANCES / rate / 3600
-    rest = sum(seconds.values()) / 2
+    rest = sum(value for step, value in seconds.items() if "list" in step or "score" in step) / 2
+    setup = sum(value for step, value in seconds.items() if "list" not in step and "score" not in step)
     lines = [f"# VoxCeleb1-E/H cost on this machine ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {machine_description()}", "",
              f"Command: `python bench/protocol_bench.py --utterances {args.utterances} --repeats {args.repeats} "
@@ -98,8 +120,9 @@ def markdown(args, rate, times, n, seconds) -> str:
              f"{hours:.1f} h for 145,160 utterances |"]
     lines += [f"| {step} | {value:.2f} s | {value:.2f} s |" for step, value in seconds.items()]
     lines += ["", f"Total for VoxCeleb1-E or -H from features: about {hours:.1f} h of embedding (each "
-              f"utterance once; E and H share the cache, so both together cost the same) plus about "
-              f"{rest:.0f} s of list reading and scoring per list."]
+              f"utterance once; E and H share the cache, so both together cost the same), about "
+              f"{setup:.0f} s of finding, sizing and reading back the utterances, and about {rest:.0f} s of list "
+              "reading and scoring per list."]
     return "\n".join(lines) + "\n"
 
 
@@ -110,6 +133,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=32, help="ResNet-34 channels (the paper's: 32)")
     parser.add_argument("--batch_size", type=int, default=16, help="EER_full.py's default")
     parser.add_argument("--out", default=None, help="markdown file for the results")
+    parser.add_argument("--store", default=None,
+                        help="folder for the VoxCeleb1-size store of small files (kept and reused; default: "
+                             "a temporary folder)")
     args = parser.parse_args(argv)
     from bench.synthetic import write_feature_store
     from common.files import write_text
@@ -121,7 +147,7 @@ def main(argv=None):
         for path in extra:
             path.unlink()
         rate, times, n = embedding_rate(store.float32, args.width, args.batch_size, args.repeats, work)
-        seconds = full_size_steps(work)
+        seconds = {**store_steps(Path(args.store) if args.store else work / "vox1_size"), **full_size_steps(work)}
     text = markdown(args, rate, times, n, seconds)
     print(text)
     if args.out:

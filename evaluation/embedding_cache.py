@@ -61,9 +61,10 @@ def read_part(path: Path) -> tuple:
 
 
 def read_cache(folder: Path) -> dict:
-    """{name: (n_frames, embedding)} of every part in ``folder``."""
+    """{name: (n_frames, embedding)} of every part in ``folder``; a name in several parts (an entry
+    recomputed after its feature file changed) takes the newest part's."""
     cached = {}
-    for path in sorted(folder.glob("part_*.npz")):
+    for path in sorted(folder.glob("part_*.npz"), key=lambda part: (part.stat().st_mtime_ns, part.name)):
         names, n_frames, embeddings = read_part(path)
         cached.update(zip(names, zip(n_frames.tolist(), embeddings)))
     return cached

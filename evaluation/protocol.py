@@ -21,10 +21,11 @@ PAPER_LIST = configure.VOX1_O_TRIALS.relative_to(configure.PROJECT_ROOT)
 def add_protocol_arguments(parser, default: str = f"--trials {PAPER_LIST}, the paper's list") -> None:
     """--protocol and --trials (exclusive); ``default`` says what neither means for this script."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--protocol", choices=tuple(configure.PROTOCOL_LISTS), default=None,
+    group.add_argument("--protocol", choices=tuple(configure.PROTOCOL_LISTS), default=None, nargs="?",
+                       const=configure.DEFAULT_PROTOCOL,
                        help="VoxCeleb1 protocol: O, E, H use the cleaned lists, O-original etc. the lists "
                             "as first published (python dataprep.py --download_lists fetches them); "
-                            f"default: {default}")
+                            f"--protocol alone: {configure.DEFAULT_PROTOCOL}; without it: {default}")
     group.add_argument("--trials", type=str, default=None,
                        help=f"any trial list file (label enroll test per line); default: {default}")
 

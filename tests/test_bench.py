@@ -241,13 +241,14 @@ def test_gpu_speed_script_dry_run_on_the_cpu_writes_every_figure_and_the_lever_t
     assert done.returncode == 0, done.stderr[-2000:]
     steps = dict(line.split("\t")[:2] for line in (out / "steps.tsv").read_text().splitlines())
     assert {name: rc for name, rc in steps.items() if rc != "0"} == {}
-    assert set(steps) >= {"corpus", "features", "levers", "train_bf16", "train_fp32", "train_torchrun", "original",
+    assert set(steps) >= {"corpus", "features", "levers", "train_bf16", "train_fp32", "train_torchrun",
+                          "train_torchrun_sync_bn", "original",
                           "eer_short", "exit_probe"}
     [json_path] = out.glob("*-cpu-speed.json")
     result = json.loads(json_path.read_text())
     for key in ("device", "train_crops_per_s_bf16", "train_mfu_bf16", "train_crops_per_s_fp32", "train_mfu_fp32",
                 "train_speedup_vs_original", "eer_short_speedup_vs_original", "vox2_epoch_s",
-                "torchrun_1gpu_crops_per_s", "exit_after_last_epoch_s"):
+                "torchrun_1gpu_crops_per_s", "torchrun_sync_bn_crops_per_s", "exit_after_last_epoch_s"):
         assert key in result, key
     assert result["device"] == "cpu" and result["train_mfu_bf16"] is None   # no peak for a CPU
     assert result["vox2_epoch_s"] == pytest.approx(VOX2_CROPS / result["train_crops_per_s_bf16"])

@@ -28,6 +28,7 @@ def test_protocol_names_pick_cleaned_and_original_lists():
     assert trial_list_path(parsed()) == configure.VOX1_O_TRIALS      # the paper's command: unchanged
     assert configure.VOX1_O_TRIALS.name == "veri_test.txt"
     assert trial_list_path(parsed("--trials", "my.txt")).name == "my.txt"
+    assert parsed("--protocol").protocol == configure.DEFAULT_PROTOCOL == "O"     # cleaned by default
     with pytest.raises(SystemExit):
         parsed("--protocol", "E", "--trials", "my.txt")
     expected = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt",
@@ -145,12 +146,14 @@ def test_interrupted_cache_resumes_with_only_the_rest_and_equal_embeddings(utter
     assert embedded == [] and np.array_equal(again, cold[::-1])   # all read back
 
 
-def test_cache_entry_of_a_changed_file_is_recomputed(utterances, tmp_path):
+def test_cache_entry_of_a_changed_file_is_recomputed(utterances, tmp_path, monkeypatch):
     names, located, model = utterances
     cached_embeddings(model, names, located, "cpu", 4, tmp_path / "c")
     np.save(located[names[0]], np.ones((90, 40), np.float32) * np.arange(40))
     updated = cached_embeddings(model, names[:1], located, "cpu", 4, tmp_path / "c")
     np.testing.assert_allclose(updated[0], alone(model, located[names[0]]), atol=1e-5)
+    monkeypatch.setattr(embedding_cache, "embed_utterances", None)          # nothing left to embed
+    assert np.array_equal(cached_embeddings(model, names, located, "cpu", 4, tmp_path / "c")[0], updated[0])
 
 
 def test_cache_key_follows_the_checkpoint_bytes_and_the_store(tmp_path):

@@ -159,12 +159,13 @@ class SpeakerEncoder:
         model, checkpoint = load_encoder(path, device=device)
         return cls(model, device, path, trained_epochs(checkpoint, path), note_handler, warning_handler)
 
-    def _note(self, source: str, note: str) -> None:
+    def _note(self, source: str, note: str, depth: int = 0) -> None:
+        """``depth``: frames between the method the user called and the caller of ``_note``."""
         message = f"{source}: {note}"
         if self.note_handler is not None:
             self.note_handler(message)
         else:
-            warnings.warn(message, ConversionNote, stacklevel=3)
+            warnings.warn(message, ConversionNote, stacklevel=3 + depth)
 
     def features(self, path_or_array, sample_rate=None) -> np.ndarray:
         """(frames, 40) float32 log-mel features of a recording (16 kHz mono after conversion)."""
@@ -174,16 +175,16 @@ class SpeakerEncoder:
         self._warn_if_short(source, samples.size)
         return log_mel_fbank_int16(samples)
 
-    def _warn_if_short(self, source: str, n_samples: int) -> None:
+    def _warn_if_short(self, source: str, n_samples: int, depth: int = 0) -> None:
         short = short_recording_message(source, n_samples)
         if short:
-            self._warn(short, ShortRecording)
+            self._warn(short, ShortRecording, depth)
 
-    def _warn(self, text: str, category) -> None:
+    def _warn(self, text: str, category, depth: int = 0) -> None:
         if self.warning_handler is not None:
             self.warning_handler(text)
         else:
-            warnings.warn(text, category, stacklevel=4)
+            warnings.warn(text, category, stacklevel=4 + depth)
 
     @torch.no_grad()
     def embed_features(self, features: np.ndarray) -> np.ndarray:
@@ -201,10 +202,11 @@ class SpeakerEncoder:
 
         A file is read in blocks and a recording longer than ``chunk_frames`` embedded in exact
         chunks (evaluation.recordings), so memory does not grow with its length."""
-        return self.embedded_recording(path_or_array, sample_rate).embedding
+        return self._embedded(path_or_array, sample_rate, depth=1).embedding
 
-    def embedded_recording(self, path_or_array, sample_rate=None):
-        """``evaluation.recordings.Embedded`` of a recording: its embedding and its duration."""
+    def _embedded(self, path_or_array, sample_rate=None, depth: int = 0):
+        """``evaluation.recordings.Embedded`` of a recording: its embedding and its duration. Notes
+        and warnings point ``depth`` frames above the caller (at the user's line)."""
         if isinstance(path_or_array, (str, Path)):
             if sample_rate is not None:
                 raise UserInputError(f"{path_or_array}: sample_rate is only for arrays; a file's rate is "
@@ -216,22 +218,22 @@ class SpeakerEncoder:
         embedded = embed_recording(self.model, source, self.device, self.chunk_frames, self.block_seconds)
         name = str(path_or_array) if isinstance(path_or_array, (str, Path)) else "array"
         for note in embedded.notes:
-            self._note(name, note)
-        self._warn_if_short(name, round(embedded.duration_s * SAMPLE_RATE))
+            self._note(name, note, depth)
+        self._warn_if_short(name, round(embedded.duration_s * SAMPLE_RATE), depth)
         return embedded
 
     def as_embedding(self, item) -> np.ndarray:
         """An embedding as is; a path or a (samples, sample_rate) tuple is embedded first."""
-        return self.with_duration(item)[0]
+        return self._with_duration(item)[0]
 
-    def with_duration(self, item) -> tuple:
+    def _with_duration(self, item) -> tuple:
         """(embedding, seconds) of a path or (samples, sample_rate) tuple; (embedding, None) for an
         embedding given as is."""
         if isinstance(item, (str, Path)):
-            embedded = self.embedded_recording(item)
+            embedded = self._embedded(item, depth=2)
             return embedded.embedding, embedded.duration_s
         if isinstance(item, tuple) and len(item) == 2:
-            embedded = self.embedded_recording(item[0], sample_rate=item[1])
+            embedded = self._embedded(item[0], sample_rate=item[1], depth=2)
             return embedded.embedding, embedded.duration_s
         array = np.asarray(item)
         if array.shape != (self.embedding_size,) or array.dtype.kind not in "fiu":
@@ -290,9 +292,9 @@ class SpeakerEncoder:
         model, path = self.calibration(calibration)
         if isinstance(enroll, list) and not enroll:
             raise UserInputError("enroll() takes a non-empty list of recordings")
-        enrolled = [self.with_duration(item) for item in (enroll if isinstance(enroll, list) else [enroll])]
+        enrolled = [self._with_duration(item) for item in (enroll if isinstance(enroll, list) else [enroll])]
         speaker = enrolment_embedding([e for e, _ in enrolled]) if isinstance(enroll, list) else enrolled[0][0]
-        test_vector, test_duration = self.with_duration(test)
+        test_vector, test_duration = self._with_duration(test)
         score = cosine(speaker, test_vector)
         qualities = None
         if model.qmf == "duration":

@@ -175,3 +175,15 @@ def test_verify_applies_the_duration_terms_of_both_sides(tmp_path, capsys):
     given = encoder.verify(files["a"], test_vector, test_seconds=0.5).llr
     assert given == pytest.approx(4.0 * encoder.score(files["a"], test_vector) - 1.0 - 0.5 * np.log(0.5)
                                   + 0.25 * np.log(0.8), abs=1e-9)
+
+
+def test_short_recording_warnings_point_at_the_users_line(tmp_path):
+    from speaker_api import ShortRecording, SpeakerEncoder
+    from tests.test_api import tiny_checkpoint, voice_like
+    tiny_checkpoint(tmp_path / "cp.pth")
+    encoder = SpeakerEncoder.from_checkpoint(tmp_path / "cp.pth", device="cpu")
+    for call in (lambda: encoder.embed(voice_like(0.3), sample_rate=16000),
+                 lambda: encoder.as_embedding((voice_like(0.3), 16000))):
+        with pytest.warns(ShortRecording) as record:
+            call()
+        assert record[0].filename == __file__

@@ -78,12 +78,16 @@ class Calibration:
         if not self.checkpoint_digest or checkpoint_path is None:
             return None
         from model.checkpoint import checkpoint_digest
-        digest = checkpoint_digest(checkpoint_path)
-        if digest == self.checkpoint_digest:
+        return self.digest_mismatch(str(checkpoint_path), checkpoint_digest(checkpoint_path))
+
+    def digest_mismatch(self, checkpoint: str, digest: str):
+        """As ``model_mismatch``, for scores of the model with this ``digest`` (e.g. the one an embed.py
+        folder's model.json records); None when either digest is unknown."""
+        if not self.checkpoint_digest or not digest or digest == self.checkpoint_digest:
             return None
         return (f"calibration fitted on the scores of another model ({self.checkpoint or 'unnamed'}, "
-                f"digest {self.checkpoint_digest[:12]}) than {checkpoint_path} (digest {digest[:12]}); its LLRs "
-                "do not hold for this model: refit it with score.py --calibrate_out")
+                f"digest {self.checkpoint_digest[:12]}) than {checkpoint or 'unnamed'} (digest {digest[:12]}); its "
+                "LLRs do not hold for this model: refit it with score.py --calibrate_out")
 
     @classmethod
     def load(cls, path) -> "Calibration":

@@ -147,7 +147,7 @@ def report_calibration(args, lazy, trials, scores, summary, calibration, duratio
             print(f"note: verify.py finds it by default at {calibration_beside(lazy.path)}", file=sys.stderr)
     elif calibration is not None:
         print(f"calibration: {args.calibration} ({calibration.formula()})")
-        if mismatch := calibration.model_mismatch(lazy.path):
+        if mismatch := calibration.digest_mismatch(*scored_model(args, lazy)):   # loaded, or --embeddings' own
             print(f"warning: {args.calibration}: {mismatch}", file=sys.stderr)
         qualities = trial_qualities(trials, durations) if calibration.qmf == "duration" else None
     else:

@@ -289,6 +289,28 @@ def test_scores_are_written_when_a_later_step_fails(rig, capsys):
     assert not (rig / "cal.json").exists()
 
 
+def test_a_calibration_applied_to_another_models_embeddings_is_warned_about(rig, capsys):
+    """score.py --embeddings <embed.py folder> --calibration: the folder's model.json names the model, so a
+    calibration fitted on another model's scores is warned about as it is with --checkpoint (it was silent)."""
+    digest_a = checkpoint_digest(rig / "models/a.pth")
+    save_calibration(rig / "cal.json", Calibration(2.0, -1.0, checkpoint=str(rig / "models/a.pth"),
+                                                   checkpoint_digest=digest_a))
+    for name in ("a", "b"):
+        assert run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / f"models/{name}.pth", "--out",
+                              rig / f"emb_{name}", rig / "audio").returncode == 0
+    warnings = {}
+    for name in ("a", "b"):
+        result = run_in_process(score_cmd.main, capsys, "--trials", rig / "trials.txt", "--embeddings",
+                                rig / f"emb_{name}", "--calibration", rig / "cal.json", "--out_dir", rig / f"out_{name}")
+        assert result.returncode == 0, result.stderr
+        warnings[name] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    digest_b = checkpoint_digest(rig / "models/b.pth")
+    assert warnings == {"a": [], "b": [
+        f"warning: {rig / 'cal.json'}: calibration fitted on the scores of another model ({rig / 'models/a.pth'}, "
+        f"digest {digest_a[:12]}) than {rig / 'models/b.pth'} (digest {digest_b[:12]}); its LLRs do not hold for "
+        "this model: refit it with score.py --calibrate_out"]}
+
+
 def test_embed_folder_knows_its_model(rig, capsys):
     out = rig / "emb"
     assert run_in_process(embed_cmd.main, capsys, "--checkpoint", rig / "models/a.pth", "--out", out,

@@ -7,6 +7,7 @@
     python train.py --config saved_model/baseline_000/config.json --n_folder 1   # repeat a run (flags override)
 """
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,7 @@ from model.resnet import BLOCKS_PER_STAGE
 from training.fast_paths import COMPILE_MODES, SGD_IMPLS
 
 RECORDED_ONLY = {"world_size"}   # in a run's config.json, but not a flag
+RESUME_ONLY = ("use_checkpoint", "cp_num")   # how one invocation starts, not a setting of the run it repeats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +147,20 @@ def config_defaults(path, parser) -> dict:
     unknown = sorted(set(map(str, settings)) - set(actions) - RECORDED_ONLY)
     if unknown:
         raise UserInputError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
-    return {key: checked_setting(parser, actions[key], value, path) for key, value in settings.items()
-            if key in actions}
+    checked = {key: checked_setting(parser, actions[key], value, path) for key, value in settings.items()
+               if key in actions}
+    return without_resume(checked, path)
+
+
+def without_resume(settings: dict, path) -> dict:
+    """A config file's settings less how the run it records was started: resuming is asked on the
+    command line (``--use_checkpoint True --cp_num N``), so the config.json of a resumed run repeats the
+    run from its start, as that of a fresh run does, instead of looking for a checkpoint to resume."""
+    if settings.get("use_checkpoint"):
+        print(f"note: --config {path}: use_checkpoint is not taken from a config file (a resumed run's "
+              "config.json repeats the run from epoch 1); to resume, pass --use_checkpoint True --cp_num N",
+              file=sys.stderr)
+    return {key: value for key, value in settings.items() if key not in RESUME_ONLY}
 
 
 def checked_setting(parser, action, value, path):

@@ -12,7 +12,7 @@ from evaluation.metrics import P_TARGETS, verification_report
 from evaluation.long_recordings import DEFAULT_CHUNK_FRAMES
 from evaluation.precision import add_precision_argument, with_precision
 from feat_extract.fbank import WIN_STEP
-from model.checkpoint import load_encoder, resolve_checkpoint
+from model.checkpoint import checked_checkpoint_file, load_encoder, resolve_checkpoint
 
 RESULT_BYTES = 4 * 1024 * 1024  # scores of VoxCeleb1-O (2.6 MB), the JSON summary and the DET plot
 
@@ -39,10 +39,7 @@ def add_chunk_seconds_argument(parser) -> None:
 def check_checkpoint(args) -> Path:
     """The checkpoint the flags name, or an error: run first, so that a missing checkpoint is reported
     before a missing trial list or feature folder."""
-    path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint not found: {path}")
-    return path
+    return checked_checkpoint_file(resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir))
 
 
 def check_positive(args, *names) -> None:

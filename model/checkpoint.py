@@ -13,6 +13,7 @@ either way ``--cp_num N`` resumes at epoch N + 1 and the API reports N.
 """
 import hashlib
 import pickle  # only for its exception type: nothing here unpickles
+import zipfile
 from pathlib import Path
 
 import torch
@@ -33,9 +34,7 @@ def torch_save(path, obj) -> None:
 
 def torch_load(path, map_location="cpu"):
     """Load a checkpoint without running code from it (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint not found: {path}")
+    path = checked_checkpoint_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -49,6 +48,30 @@ def torch_load(path, map_location="cpu"):
     except Exception as error:  # RuntimeError (not a zip/pickle), EOFError (truncated) ...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserInputError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None
+
+
+def checked_checkpoint_file(path) -> Path:
+    """``path`` when it is a file that may be a checkpoint; otherwise what it is instead, in one line: missing,
+    a run folder (its checkpoints listed) or a TorchScript export (export.py's encoder.pt, which torch
+    would only load by running its code)."""
+    path = Path(path)
+    if path.is_dir():
+        listed = ", ".join(f"checkpoint_{n:03d}.pth" for n in available_checkpoints(path)) or "none"
+        raise UserInputError(f"checkpoint {path} is a folder, not a checkpoint file; its checkpoints: {listed}")
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    if is_torchscript_archive(path):
+        raise UserInputError(f"{path}: a TorchScript export (export.py's encoder.pt), not a training checkpoint; "
+                             "give the checkpoint_XXX.pth it was exported from")
+    return path
+
+
+def is_torchscript_archive(path) -> bool:
+    """A zip archive with TorchScript's ``constants.pkl`` record (a checkpoint saved by torch.save has none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
 
 
 def encoder_shape(state_dict) -> dict:

@@ -1,3 +1,7 @@
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -5,6 +9,7 @@ import configure
 from common.errors import UserInputError
 from model.checkpoint import encoder_shape, load_encoder, resolve_checkpoint, save_checkpoint
 from model.model import background_resnet
+from tests.conftest import ROOT
 
 
 def test_shape_is_read_from_weights(reference):
@@ -38,6 +43,26 @@ def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path):
     with pytest.raises(UserInputError, match="bad.pth: not a loadable weights-only checkpoint "
                                              r"\(corrupt or not a PyTorch file"):
         torch_load(tmp_path / "bad.pth")
+
+
+def test_a_torchscript_export_or_a_run_folder_given_as_checkpoint_is_named(tmp_path):
+    """export.py's encoder.pt given as --checkpoint: said in one line (torch's own message advised
+    weights_only=False, i.e. running the file's code, after a UserWarning); a run folder lists its checkpoints."""
+    import export
+    path = configure.checkpoint_path(0, 1, tmp_path)
+    save_checkpoint(path, epoch=1, state_dict=background_resnet(3, "resnet18", 4).state_dict(), optimizer={})
+    export.main(["--checkpoint", str(path), "--out", str(tmp_path / "exported"), "--format", "torchscript"])
+    scripted = tmp_path / "exported" / "encoder.pt"
+    expected = (f"{scripted}: a TorchScript export (export.py's encoder.pt), not a training checkpoint; "
+                "give the checkpoint_XXX.pth it was exported from")
+    with pytest.raises(UserInputError, match=f"^{re.escape(expected)}$"):
+        load_encoder(scripted)
+    with pytest.raises(UserInputError, match=f"^checkpoint {re.escape(str(path.parent))} is a folder, not a "
+                                             "checkpoint file; its checkpoints: checkpoint_001.pth$"):
+        load_encoder(path.parent)
+    result = subprocess.run([sys.executable, "verify.py", "--checkpoint", str(scripted), "--threshold", "0.5",
+                             "a.wav", "b.wav"], cwd=ROOT, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (2, f"error: {expected}\n")
 
 
 def test_written_files_get_umask_permissions(tmp_path):

@@ -181,6 +181,26 @@ def test_config_file_repeats_a_run_and_flags_override(tmp_path):
         train.parse_args(["--config", str(tmp_path / "bad.yaml")])
 
 
+def test_a_resumed_runs_config_repeats_the_run_from_its_start(data_root, capsys):
+    """The config.json of a resumed run records use_checkpoint true: ``--config`` of it into a new
+    --n_folder trains from epoch 1 (with a note) instead of failing on a checkpoint the new folder lacks,
+    and reaches the very weights of the original run."""
+    first = run_train(data_root, "--max_epoch", "1")
+    run_train(data_root, "--max_epoch", "2", "--use_checkpoint", "True", "--cp_num", "1")
+    assert json.loads((first / "config.json").read_text())["use_checkpoint"] is True
+    capsys.readouterr()
+    train.main(["--config", str(first / "config.json"), "--n_folder", "1"])
+    captured = capsys.readouterr()
+    assert "epochs 1..2" in captured.out
+    assert f"note: --config {first / 'config.json'}: use_checkpoint is not taken from a config file" in captured.err
+    repeat = first.parent / "baseline_001"
+    assert [row["epoch"] for row in read_log(repeat)] == ["1", "2"]
+    original, repeated = (torch.load(folder / "checkpoint_002.pth", weights_only=True)["state_dict"]
+                          for folder in (first, repeat))
+    assert all(torch.equal(original[key], repeated[key]) for key in original)
+    assert not json.loads((repeat / "config.json").read_text())["use_checkpoint"]
+
+
 def test_tensorboard_scalars_equal_the_train_log(data_root):
     """``--tensorboard`` writes the train_log.csv columns as TensorBoard scalars (the tensorboard
     package's event files, read back with its own reader), one point per epoch."""

@@ -140,5 +140,6 @@ class EcapaEncoder(Encoder):
         out = x.new_empty(len(x), EMBEDDING_SIZE)
         for length in torch.unique(lengths).tolist():
             members = torch.nonzero(lengths == length).flatten()
-            out[members] = self.ecapa(x[members, :, :, :length].flatten(1, 2))
+            # .to: under bfloat16 autocast (--eval_precision bf16) the rows come out in bfloat16
+            out[members] = self.ecapa(x[members, :, :, :length].flatten(1, 2)).to(out.dtype)
         return out

@@ -42,7 +42,8 @@ def parse_args(argv=None):
                         help="with --calibrate_out: quality measures added to the fit; duration = log durations "
                              "of the shorter and the longer side (duration-aware calibration, for short utterances)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="let --calibrate_out replace an existing calibration file (never any other file)")
+                        help="replace an earlier run's scores.txt, report.json, det.png in --out_dir, and let "
+                             "--calibrate_out replace an existing calibration file (never any other file)")
     configure.add_common_arguments(parser)
     args = configure.apply_common_arguments(parser.parse_args(argv))
     if args.calibration and args.calibrate_out:

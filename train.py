@@ -66,7 +66,9 @@ def add_objective_arguments(parser) -> None:
     """The loss and the episodes (or, for the classification losses, batches of full crops)."""
     parser.add_argument("--loss_type", choices=tuple(LOSSES), default="prototypical",
                         help="training objective (amsoftmax/aamsoftmax: margin softmax baselines, not in the paper)")
-    parser.add_argument("--use_GC", type=configure.str2bool, default=True, help="add global classification (prototypical)")
+    parser.add_argument("--use_GC", type=configure.str2bool, default=None,
+                        help="add global classification (default True; prototypical only: classification "
+                             "losses have no GC term)")
     parser.add_argument("--gc_loss", choices=CLASSIFICATION_LOSSES, default="softmax",
                         help="loss of the global classification (softmax as the paper)")
     parser.add_argument("--margin", type=float, default=LOSS_ARGS["margin"], help="margin m of amsoftmax/aamsoftmax")

@@ -62,3 +62,14 @@ def check_output_place(path, what: str, folder: bool = False) -> Path:
                 raise UserInputError(f"{what} {path}: {parent} is a file, not a folder (nothing was written)")
             break
     return path
+
+
+def check_replaceable(folder, names, what: str, overwrite: bool) -> list:
+    """Before any work and without writing: ``folder`` can be an output folder, and the outputs
+    ``names`` it already holds (an earlier run's) are replaced only with ``overwrite``; those found."""
+    folder = check_output_place(folder, what, folder=True)
+    found = [name for name in names if os.path.lexists(folder / name)]
+    if found and not overwrite:
+        raise UserInputError(f"{what} {folder} already holds {', '.join(found)} of an earlier run; pass --overwrite "
+                             "to replace them, or choose another folder (nothing was written)")
+    return found

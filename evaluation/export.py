@@ -10,12 +10,14 @@ import torch
 
 from common.errors import UserInputError
 from common.files import atomic_path, write_text
-from common.preflight import check_room
+from common.preflight import check_replaceable, check_room
 from feat_extract import fbank as recipe
 from model.checkpoint import load_encoder, model_fields, resolve_checkpoint, trained_epochs
 
 FORMATS = ("torchscript", "onnx")
 FILE_NAMES = {"torchscript": "encoder.pt", "onnx": "encoder.onnx"}
+METADATA_NAME = "encoder.json"
+EXPORT_FILES = (*FILE_NAMES.values(), METADATA_NAME)   # an export in a folder: any of these
 INPUT_NAME, OUTPUT_NAME = "features", "embedding"
 ONNX_OPSET = 17
 EXAMPLE_FRAMES = 200
@@ -82,11 +84,23 @@ def metadata(checkpoint_path, checkpoint, model, written) -> dict:
     }
 
 
-def export(checkpoint_path, out_dir, formats=FORMATS) -> dict:
-    """Write the requested formats and ``encoder.json`` into ``out_dir``; returns the metadata."""
+def check_out(out_dir, overwrite: bool = False) -> list:
+    """Before the checkpoint is read: ``--out`` is a folder (a name such as ``x.onnx`` is refused), and
+    an earlier export in it is replaced only with ``overwrite``; the export files found there."""
+    if Path(out_dir).suffix.lower() in (".onnx", ".pt", ".pth") and not Path(out_dir).is_dir():
+        raise UserInputError(f"--out {out_dir}: --out is a folder (export.py writes {', '.join(EXPORT_FILES)} into "
+                             f"it), not a file name; give a folder such as {Path(out_dir).with_suffix('')}")
+    return check_replaceable(out_dir, EXPORT_FILES, "--out", overwrite)
+
+
+def export(checkpoint_path, out_dir, formats=FORMATS, overwrite: bool = False) -> dict:
+    """Write the requested formats and ``encoder.json`` into ``out_dir``; returns the metadata. An
+    earlier export there is refused unless ``overwrite``; then each file is replaced atomically,
+    ``encoder.json`` last, and an earlier format not written this time is removed."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise UserInputError(f"unknown --format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    earlier = check_out(out_dir, overwrite)
     model, checkpoint = load_encoder(checkpoint_path, device="cpu")
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     out_dir = check_room(out_dir, len(formats) * weights + 1024 * 1024, "the exported model files")
@@ -96,15 +110,17 @@ def export(checkpoint_path, out_dir, formats=FORMATS) -> dict:
         how = exporters[name](model, out_dir / FILE_NAMES[name])
         written[name] = {"file": FILE_NAMES[name], "how": how}
     info = metadata(checkpoint_path, checkpoint, model, written)
-    write_text(out_dir / "encoder.json", json.dumps(info, indent=2) + "\n")
+    write_text(out_dir / METADATA_NAME, json.dumps(info, indent=2) + "\n")
+    for stale in set(earlier) - {FILE_NAMES[name] for name in formats} - {METADATA_NAME}:
+        (out_dir / stale).unlink(missing_ok=True)   # the earlier model's: encoder.json no longer lists it
     return info
 
 
 def export_checkpoint(args) -> dict:
     """export.py's work for its parsed flags: the files written and reported; the metadata."""
     checkpoint_path = resolve_checkpoint(args.n_folder, args.cp_num, args.checkpoint, args.model_dir)
-    info = export(checkpoint_path, args.out, args.format)
+    info = export(checkpoint_path, args.out, args.format, getattr(args, "overwrite", False))
     for name, entry in info["files"].items():
         print(f"wrote {Path(args.out) / entry['file']} ({name}, {entry['how']})", file=sys.stderr)
-    print(f"wrote {Path(args.out) / 'encoder.json'}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / METADATA_NAME}", file=sys.stderr)
     return info

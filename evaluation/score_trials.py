@@ -3,8 +3,9 @@ or VoxCeleb features), AS-norm, metrics, calibration, and the result files (see 
 
 Every input and output is checked before the first recording is embedded (``check_before_work``):
 labels of both kinds when metrics or a calibration need them, an ``--out_dir`` and a
-``--calibrate_out`` that can be written, an existing ``--calibrate_out`` replaced only with
-``--overwrite`` and only when it is a calibration, ``--calibration`` read. ``scores.txt`` is written
+``--calibrate_out`` that can be written, an ``--out_dir`` holding an earlier run's results and an
+existing ``--calibrate_out`` replaced only with ``--overwrite`` (the latter only when it is a
+calibration), ``--calibration`` read. ``scores.txt`` is written
 as soon as the scores exist, so a step after them that fails loses none of the embedding work."""
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 import configure
 from common.errors import UserInputError
-from common.preflight import check_creatable, check_output_place
+from common.preflight import check_creatable, check_output_place, check_replaceable
 from evaluation import cli
 from evaluation.audio_inputs import collect_inputs
 from evaluation.calibration import (Calibration, calibration_beside, duration_qualities, fit_calibration,
@@ -25,6 +26,9 @@ from evaluation.metrics import P_TARGETS
 from evaluation.score_norm import cohort_matrix
 from evaluation.trial_items import Item, embed_items, resolve_items
 from evaluation.trials import check_both_kinds, read_trials
+
+RESULT_FILES = ("scores.txt", "report.json", "det.png")   # what a run writes into --out_dir
+SCORES, REPORT, DET = RESULT_FILES
 
 
 class LazyModel:
@@ -95,7 +99,7 @@ def check_before_work(args, trials):
     check_both_kinds(trials)
     if args.calibrate_out and trials.labels is None:
         raise UserInputError(f"--calibrate_out needs labels: {trials.path} has none ('label enroll test' lines)")
-    check_output_place(args.out_dir, "--out_dir", folder=True)
+    check_replaceable(args.out_dir, RESULT_FILES, "--out_dir", getattr(args, "overwrite", False))
     if args.calibrate_out:
         check_calibrate_out(Path(args.calibrate_out), getattr(args, "overwrite", False))
     if args.cohort and not Path(args.cohort).exists():
@@ -185,7 +189,7 @@ def score_trial_list(args) -> dict:
     scores = cosine_trial_scores(trials, names, np.stack([vectors[n] for n in names])).astype(np.float64)
     if args.score_norm == "asnorm":
         scores = normalised_scores(args, lazy, trials, vectors, scores)
-    cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test)   # kept if a later step fails
+    cli.write_scores(out_dir / SCORES, trials.labels, scores, trials.enroll, trials.test)   # kept if a later step fails
     summary = {"trials": str(trials.path), "checkpoint": str(lazy.path or ""), "score_norm": args.score_norm}
     if trials.labels is not None:
         summary.update(cli.evaluate_scores(trials.labels, scores))
@@ -198,9 +202,11 @@ def score_trial_list(args) -> dict:
 def write_results(out_dir: Path, trials, scores, llrs, summary) -> None:
     from evaluation.plots import plot_det   # matplotlib: only when results are written
     if llrs is not None:
-        cli.write_scores(out_dir / "scores.txt", trials.labels, scores, trials.enroll, trials.test, llrs)
-    cli.write_json(out_dir / "report.json", summary)
+        cli.write_scores(out_dir / SCORES, trials.labels, scores, trials.enroll, trials.test, llrs)
+    cli.write_json(out_dir / REPORT, summary)
     if trials.labels is not None:
         plot_det([("cosine" if summary["score_norm"] == "none" else "AS-norm", trials.labels, scores)],
-                 out_dir / "det.png", f"DET, {trials.path.name}")
+                 out_dir / DET, f"DET, {trials.path.name}")
+    else:   # an earlier run's curve (replaced with --overwrite) would describe other scores
+        (out_dir / DET).unlink(missing_ok=True)
     print(f"results written to {out_dir}")

@@ -12,7 +12,8 @@ import export as export_cmd
 from common.errors import UserInputError
 from speaker_api import SpeakerEncoder
 from tests.conftest import TINY_MODEL_ARGS, registered_models
-from tests.test_api import as_int16, run_script, tiny_checkpoint, voice_like
+from tests.test_api import as_int16, run_in_process, run_script, tiny_checkpoint, voice_like
+from tests.test_never_lose import tree_bytes
 
 FRAME_COUNTS = (1, 37, 200, 513)
 
@@ -94,3 +95,49 @@ def test_export_command_single_format_and_bad_choice(tmp_path):
     with pytest.raises(UserInputError, match=f"^checkpoint not found: {tmp_path / 'missing.pth'}$"):
         export_cmd.main(["--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "p")])
     assert not (tmp_path / "p").exists()
+
+
+def refused_line(capsys, *argv) -> str:
+    """The one ``error:`` line of a refused export.py (exit 2), the model never loaded."""
+    result = run_in_process(export_cmd.main, capsys, *argv)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr and "wrote" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def test_an_earlier_export_is_replaced_only_with_overwrite(tmp_path, capsys):
+    """Issue 21: a second export into the same --out (another model's) silently replaced the first."""
+    tiny_checkpoint(tmp_path / "a.pth", seed=0)
+    tiny_checkpoint(tmp_path / "b.pth", seed=1)
+    assert run_in_process(export_cmd.main, capsys, "--checkpoint", tmp_path / "a.pth", "--out", tmp_path / "o").returncode == 0
+    (tmp_path / "o" / "notes.txt").write_text("the user's own file")
+    before = tree_bytes(tmp_path)
+    line = refused_line(capsys, "--checkpoint", tmp_path / "b.pth", "--out", tmp_path / "o")
+    assert line == (f"error: --out {tmp_path / 'o'} already holds encoder.pt, encoder.onnx, encoder.json of an "
+                    "earlier run; pass --overwrite to replace them, or choose another folder (nothing was written)")
+    assert tree_bytes(tmp_path) == before
+    result = run_in_process(export_cmd.main, capsys, "--checkpoint", tmp_path / "b.pth", "--out", tmp_path / "o",
+                            "--format", "torchscript", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["encoder.json", "encoder.pt", "notes.txt"]
+    assert json.loads((tmp_path / "o" / "encoder.json").read_text())["checkpoint"] == str(tmp_path / "b.pth")
+    assert (tmp_path / "o" / "notes.txt").read_text() == "the user's own file"
+    assert (tmp_path / "o" / "encoder.pt").read_bytes() != before[str(tmp_path / "o" / "encoder.pt")]
+    assert not list((tmp_path / "o").glob(".*"))   # no temporary file left
+
+
+@pytest.mark.parametrize("out, message", [
+    ("model.onnx", "--out {t}/model.onnx: --out is a folder (export.py writes encoder.pt, encoder.onnx, encoder.json "
+                   "into it), not a file name; give a folder such as {t}/model"),
+    ("model.pt", "--out {t}/model.pt: --out is a folder"),
+    ("afile", "--out {t}/afile is a file, not a folder; choose another (nothing was written)"),
+    ("afile/sub", "--out {t}/afile/sub: {t}/afile is a file, not a folder (nothing was written)"),
+])
+def test_out_that_is_not_a_folder_is_refused(tmp_path, capsys, out, message):
+    tiny_checkpoint(tmp_path / "a.pth")
+    (tmp_path / "afile").write_text("a file")
+    before = tree_bytes(tmp_path)
+    line = refused_line(capsys, "--checkpoint", tmp_path / "a.pth", "--out", tmp_path / out, "--overwrite")
+    assert line.startswith("error: " + message.format(t=tmp_path)), line
+    assert tree_bytes(tmp_path) == before and not (tmp_path / "model.onnx").exists()

@@ -272,6 +272,27 @@ def test_score_checks_every_input_before_the_first_embedding(rig, capsys, case, 
     assert not (rig / "out").exists() or case == "out_dir a file"
 
 
+def test_a_rerun_into_the_same_out_dir_is_refused_unless_overwrite(rig, capsys):
+    """score.py rerun into an --out_dir holding its results replaced scores.txt, report.json, det.png
+    silently; now refused before any embedding (the model is not even loaded), --overwrite replaces them."""
+    assert run_in_process(score_cmd.main, capsys, *score_flags(rig)).returncode == 0
+    (rig / "out" / "mine.txt").write_text("the user's own file")
+    (rig / "trials.txt").write_text("r0.wav r1.wav\nr2.wav r3.wav\n")     # no labels: no det.png this time
+    before = tree_bytes(rig)
+    line = refused(score_cmd.main, capsys, *score_flags(rig, "--checkpoint", rig / "models/b.pth"))
+    assert line == (f"error: --out_dir {rig / 'out'} already holds scores.txt, report.json, det.png of an earlier "
+                    "run; pass --overwrite to replace them, or choose another folder (nothing was written)")
+    assert tree_bytes(rig) == before
+    result = run_in_process(score_cmd.main, capsys, *score_flags(rig, "--checkpoint", rig / "models/b.pth",
+                                                                 "--overwrite"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (rig / "out").iterdir()) == ["mine.txt", "report.json", "scores.txt"]
+    assert json.loads((rig / "out/report.json").read_text())["checkpoint"] == str(rig / "models/b.pth")
+    assert [line.split()[1:] for line in (rig / "out/scores.txt").read_text().splitlines()] == \
+        [["r0.wav", "r1.wav"], ["r2.wav", "r3.wav"]]
+    assert (rig / "out" / "mine.txt").read_text() == "the user's own file"
+
+
 def test_scores_are_written_when_a_later_step_fails(rig, capsys):
     result = run_in_process(score_cmd.main, capsys, *score_flags(rig))
     assert result.returncode == 0, result.stderr

@@ -76,6 +76,23 @@ def test_use_variable_note_only_when_asked_for(tmp_path, capsys):
     assert "use_variable" not in capsys.readouterr().err
 
 
+def test_use_gc_note_only_when_asked_for_and_config_records_what_was_trained(tmp_path, capsys):
+    """--use_GC True with a classification loss was ignored silently and recorded as true in config.json."""
+    note = ("note: --loss_type softmax has no global classification term (GC is an add-on of prototypical "
+            "episodes): --use_GC True is ignored")
+    asked = config_from("--loss_type softmax --use_GC True")
+    assert asked.use_GC is False and asked.as_dict()["use_GC"] is False and note in capsys.readouterr().err
+    assert config_from("--loss_type softmax").use_GC is False
+    assert config_from(AUTHORS_LINE).use_GC is False
+    assert "use_GC" not in capsys.readouterr().err
+    (tmp_path / "run.json").write_text(json.dumps({"loss_type": "aamsoftmax", "use_GC": True}))
+    from_file = resolve_config(train.parse_args(["--config", str(tmp_path / "run.json")]))
+    assert from_file.use_GC is False and "--use_GC True is ignored" in capsys.readouterr().err
+    assert [config_from(flags).use_GC for flags in ("", "--loss_type prototypical", "--use_GC True",
+                                                    "--use_GC False")] == [True, True, True, False]
+    assert config_from("").objective_name == "prototypical + GC" and "use_GC" not in capsys.readouterr().err
+
+
 def test_prototypical_episodes_are_as_before():
     assert config_from("").episode == EpisodeConfig(n_way=100, n_shot=1, n_query=2, variable_query=True)
     assert config_from("--use_variable False --n_query 3").episode == EpisodeConfig(100, 1, 3, variable_query=False)

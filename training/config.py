@@ -131,15 +131,14 @@ def resolve_objective_defaults(values: dict, ctx: DistContext) -> None:
     """Defaults that depend on ``--loss_type`` and ``--model``, filled into ``values`` in place.
 
     A classification loss trains on full crops only (the original cuts query crops for prototypical
-    alone): ``use_variable`` is False whatever was asked, with a note when the flags or the config
-    file asked for True (the flag's default is None, so "asked" is any value given). ``channels``
-    left out is the model's own default (``model.registry.default_args``)."""
+    alone) and has no global classification term: ``use_variable`` and ``use_GC`` are False whatever
+    was asked, with a note when the flags or the config file asked for True (``prototypical_only``).
+    ``channels`` left out is the model's own default (``model.registry.default_args``)."""
     classification = values["loss_type"] in CLASSIFICATION_LOSSES
-    if classification and values["use_variable"] and ctx.is_main:
-        print(f"note: --loss_type {values['loss_type']} always trains on full {CROP_FRAMES}-frame crops, as the "
-              f"original's softmax: --use_variable True is ignored", file=sys.stderr)
-    asked = values["use_variable"]
-    values["use_variable"] = not classification and (asked is None or bool(asked))
+    prototypical_only(values, "use_variable", classification, ctx,
+                      f"always trains on full {CROP_FRAMES}-frame crops, as the original's softmax")
+    prototypical_only(values, "use_GC", classification, ctx,
+                      "has no global classification term (GC is an add-on of prototypical episodes)")
     if values["nb_class_train"] is None:
         values["nb_class_train"] = SOFTMAX_BATCH_SPEAKERS if classification else PROTOTYPICAL_WAYS
         if classification and ctx.is_main:
@@ -148,6 +147,15 @@ def resolve_objective_defaults(values: dict, ctx: DistContext) -> None:
                   file=sys.stderr)
     if values["channels"] is None:
         values["channels"] = default_args(values["model"] or DEFAULT_MODEL)["channels"]
+
+
+def prototypical_only(values: dict, flag: str, classification: bool, ctx: DistContext, why: str) -> None:
+    """A prototypical add-on (its flag's default is None, so "asked" is any value given): True unless
+    turned off; a classification loss trains without it, with a note when True was asked for."""
+    asked = values[flag]
+    if classification and asked and ctx.is_main:
+        print(f"note: --loss_type {values['loss_type']} {why}: --{flag} True is ignored", file=sys.stderr)
+    values[flag] = not classification and (asked is None or bool(asked))
 
 
 def check_config(config: TrainConfig) -> None:

@@ -108,7 +108,7 @@ def test_bad_margin_is_a_clear_error(data_root):
     from tests.test_train import run_train
     with pytest.raises(UserInputError, match=r"--margin must be in \[0, pi/2\), got -0.1"):
         run_train(data_root, "--loss_type", "aamsoftmax", "--margin", "-0.1")
-    with pytest.raises(UserInputError, match="--scale must be positive, got 0.0"):
+    with pytest.raises(UserInputError, match="--scale must be positive and finite, got 0.0"):
         run_train(data_root, "--gc_loss", "amsoftmax", "--scale", "0")
 
 

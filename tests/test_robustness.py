@@ -105,7 +105,10 @@ def test_trials_without_features_are_listed_before_the_model_is_touched(evaluati
     lines = ["1 id00000/session0/00000.wav id00000/session1/00001.wav"]
     lines += [f"0 id00001/session0/00000.wav {name}" for name in missing]
     (tmp_path / "trials.txt").write_text("\n".join(lines))
-    result = run_script("EER_full.py", "--checkpoint", tmp_path / "no_such_checkpoint.pth", "--save_path",
+    # the checkpoint exists (a missing one is reported first) but is not loadable: had the model been
+    # loaded before the trial list was checked, its error would come first
+    (tmp_path / "unloadable_checkpoint.pth").write_bytes(b"not a checkpoint")
+    result = run_script("EER_full.py", "--checkpoint", tmp_path / "unloadable_checkpoint.pth", "--save_path",
                         base / "data", "--trials", tmp_path / "trials.txt", "--out_dir", tmp_path / "out")
     line = error_line(result)
     assert line.startswith("error: 7 of 10 utterances in the trial list have no features under ")

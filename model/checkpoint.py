@@ -56,7 +56,7 @@ def checked_checkpoint_file(path) -> Path:
     would only load by running its code)."""
     path = Path(path)
     if path.is_dir():
-        listed = ", ".join(f"checkpoint_{n:03d}.pth" for n in available_checkpoints(path)) or "none"
+        listed = ", ".join(configure.checkpoint_name(n) for n in available_checkpoints(path)) or "none"
         raise UserInputError(f"checkpoint {path} is a folder, not a checkpoint file; its checkpoints: {listed}")
     if not path.is_file():
         raise UserInputError(f"checkpoint not found: {path}")

@@ -29,6 +29,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
+import configure  # noqa: E402
+
 VOX2_CROPS = 1_092_009          # VoxCeleb2 dev utterances: one crop each per epoch
 EER_SHORT_TRIALS = 250_200      # the paper's EER_short protocol, trials per test length
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -303,7 +305,7 @@ def read_json(path: Path) -> dict:
 
 def last_epoch_rate(models: Path, run: int):
     import csv
-    log = models / f"baseline_{run:03d}" / "train_log.csv"
+    log = models / configure.run_folder_name(run) / "train_log.csv"
     if not log.is_file():
         return None
     rows = list(csv.DictReader(log.open()))
